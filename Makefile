@@ -1,0 +1,48 @@
+# Every target bootstraps what it needs from the repository: a virtual
+# environment from requirements.lock, then the project installed into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/headway/v1/*.proto)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv gen gen-check lint typecheck unit test run clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+venv: $(STAMP) ## Create the virtual environment from pinned dependencies.
+
+gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs) from protos/.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
+
+gen-check: $(STAMP) ## Fail if gen/ is not what `make gen` would produce.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --check gen
+
+lint: $(STAMP) ## ruff lint and format check.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP) ## mypy (strict) on server/ and client/.
+	$(BIN)/mypy server/headway client/headway
+
+unit: $(STAMP) ## Only the fast, pure unit tests.
+	$(BIN)/pytest tests/unit -q
+
+test: lint typecheck gen-check ## Everything: lint, types, generated code, all tests.
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+run: $(STAMP) ## Run the server on 0.0.0.0:50051 with SQLite in ./headway.db.
+	$(PY) -m headway.server
+
+clean: ## Remove the virtual environment and caches.
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
