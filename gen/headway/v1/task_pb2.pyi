@@ -97,7 +97,7 @@ class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper):
     Transitions (every other transition is rejected with FAILED_PRECONDITION and
     the ErrorInfo reason `INVALID_STEP_TRANSITION`, and changes nothing):
 
-      PENDING -> RUNNING
+      PENDING -> RUNNING                      or by reporting progress on it
       PENDING -> SKIPPED
       PENDING | RUNNING -> SUCCEEDED | FAILED
       RUNNING | FAILED -> RUNNING             only with UpdateStepRequest.restart
@@ -105,9 +105,12 @@ class StepState(_StepState, metaclass=_StepStateEnumTypeWrapper):
 
     A step reported as RUNNING again while RUNNING stays RUNNING (its progress or
     message may change). SUCCEEDED, SKIPPED and CANCELLED are final; FAILED is
-    final unless the agent restarts the step. When a
-    task ends, its unfinished steps are closed by the server: CANCELLED when the
-    task is cancelled or failed, SKIPPED when it succeeded without running them.
+    final unless the agent restarts the step; any other change to a final step is
+    FAILED_PRECONDITION with the reason `STEP_FINISHED`.
+
+    When a task comes to rest the server closes its unfinished steps: when it
+    SUCCEEDED, RUNNING steps become SUCCEEDED and PENDING ones SKIPPED; when it
+    FAILED or was CANCELLED, both become CANCELLED.
     """
 
 STEP_STATE_UNSPECIFIED: StepState.ValueType  # 0

@@ -192,7 +192,7 @@ class TaskServiceServicer:
         task starts the task. Progress of a RUNNING step may not move backwards
         unless `restart` is set.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
-        ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`,
+        ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
         `PROGRESS_REGRESSED`, `TASK_AT_REST`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -229,7 +229,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SucceedTask(self, request, context):
-        """Ends a task as SUCCEEDED; its unfinished steps become SKIPPED.
+        """Ends a task as SUCCEEDED; its running steps become SUCCEEDED and its
+        pending ones SKIPPED.
         Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

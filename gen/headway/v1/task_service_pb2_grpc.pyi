@@ -74,7 +74,7 @@ class TaskServiceStub:
     task starts the task. Progress of a RUNNING step may not move backwards
     unless `restart` is set.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
-    ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`,
+    ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
     `PROGRESS_REGRESSED`, `TASK_AT_REST`).
     """
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskRequest, _task_service_pb2.UpdateTaskResponse]
@@ -95,7 +95,8 @@ class TaskServiceStub:
     RESOURCE_EXHAUSTED (`TOO_MANY_ARTIFACTS`).
     """
     SucceedTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.SucceedTaskRequest, _task_service_pb2.SucceedTaskResponse]
-    """Ends a task as SUCCEEDED; its unfinished steps become SKIPPED.
+    """Ends a task as SUCCEEDED; its running steps become SUCCEEDED and its
+    pending ones SKIPPED.
     Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
     """
     FailTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.FailTaskRequest, _task_service_pb2.FailTaskResponse]
@@ -199,7 +200,7 @@ class TaskServiceAsyncStub(TaskServiceStub):
     task starts the task. Progress of a RUNNING step may not move backwards
     unless `restart` is set.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
-    ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`,
+    ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
     `PROGRESS_REGRESSED`, `TASK_AT_REST`).
     """
     UpdateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskRequest, _task_service_pb2.UpdateTaskResponse]  # type: ignore[assignment]
@@ -220,7 +221,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     RESOURCE_EXHAUSTED (`TOO_MANY_ARTIFACTS`).
     """
     SucceedTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.SucceedTaskRequest, _task_service_pb2.SucceedTaskResponse]  # type: ignore[assignment]
-    """Ends a task as SUCCEEDED; its unfinished steps become SKIPPED.
+    """Ends a task as SUCCEEDED; its running steps become SUCCEEDED and its
+    pending ones SKIPPED.
     Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
     """
     FailTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.FailTaskRequest, _task_service_pb2.FailTaskResponse]  # type: ignore[assignment]
@@ -345,7 +347,7 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         task starts the task. Progress of a RUNNING step may not move backwards
         unless `restart` is set.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
-        ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`,
+        ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
         `PROGRESS_REGRESSED`, `TASK_AT_REST`).
         """
 
@@ -390,7 +392,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.SucceedTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.SucceedTaskResponse, _abc.Awaitable[_task_service_pb2.SucceedTaskResponse]]:
-        """Ends a task as SUCCEEDED; its unfinished steps become SKIPPED.
+        """Ends a task as SUCCEEDED; its running steps become SUCCEEDED and its
+        pending ones SKIPPED.
         Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
         """
 

@@ -1,0 +1,46 @@
+"""`python -m headway.server`: run the server until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from pydantic import ValidationError
+
+from headway.server.app import create_server
+from headway.server.config import Settings
+
+
+async def serve(settings: Settings) -> None:
+    running = await create_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logging.getLogger("headway").info("shutting down")
+    await running.stop()
+
+
+def main() -> None:
+    try:
+        settings = Settings(_cli_parse_args=True)
+    except ValidationError as error:
+        print(f"headway-server: invalid settings:\n{error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

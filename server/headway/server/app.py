@@ -1,0 +1,99 @@
+"""Assembles a running server: store, engine, hub, service, health, reflection.
+
+`create_server` binds and starts everything and returns a handle whose
+`stop()` shuts down in the order clients can cope with: health turns
+NOT_SERVING, streams end with UNAVAILABLE (clients resume elsewhere), in-flight
+mutations finish within the grace period, and only then the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from headway.server.config import Settings
+from headway.server.engine import Engine
+from headway.server.errors import HeadwayError, Kind
+from headway.server.hub import Hub
+from headway.server.service import SERVICE_NAME, TaskService, handlers
+from headway.server.store.sqlite import SqliteStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningServer:
+    """A started server and the parts its shutdown must visit."""
+
+    server: grpc.aio.Server
+    port: int
+    engine: Engine
+    hub: Hub
+    health: HealthServicer
+    settings: Settings
+
+    async def stop(self, grace: float | None = None) -> None:
+        if grace is None:
+            grace = self.settings.shutdown_grace.total_seconds()
+        await self.health.enter_graceful_shutdown()
+        self.hub.close(
+            HeadwayError(
+                Kind.UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "the server is shutting down; resume from the last revision received",
+            )
+        )
+        await self.server.stop(grace)
+        await self.engine.stop()
+        logger.info("server stopped")
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def create_server(
+    settings: Settings, *, clock: Callable[[], int] | None = None
+) -> RunningServer:
+    """Open the store, bind `settings.address` and start serving; port 0 picks a free port."""
+    store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
+    hub = Hub(capacity=settings.subscriber_queue_events, max_subscribers=settings.max_subscribers)
+    engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
+    await engine.start()
+
+    max_message = settings.limits.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings)),))
+
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+
+    try:
+        port = server.add_insecure_port(settings.address)
+    except RuntimeError as error:
+        await engine.stop()
+        raise OSError(f"cannot listen on {settings.address}: {error}") from error
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("headway serving on port %d (database %s)", port, settings.database)
+    return RunningServer(server, port, engine, hub, health_servicer, settings)

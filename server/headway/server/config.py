@@ -1,0 +1,75 @@
+"""Server settings, from flags, `HEADWAY_*` environment variables or a .env file.
+
+Every limit the server enforces lives here, so an operator can read in one
+place what a client may send and how much the server will hold.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseModel):
+    """Sizes and counts a request may not exceed (INVALID_ARGUMENT or RESOURCE_EXHAUSTED)."""
+
+    max_steps: int = Field(1000, ge=1, description="Steps per task.")
+    max_labels: int = Field(32, ge=0, description="Labels per task.")
+    max_metrics: int = Field(64, ge=0, description="Metrics per task.")
+    max_artifacts: int = Field(256, ge=0, description="Artifacts per task.")
+    max_log_entries: int = Field(1000, ge=1, description="Log lines per AppendLogs call.")
+    max_filter_values: int = Field(1000, ge=1, description="Values in one filter criterion.")
+    max_page_size: int = Field(1000, ge=1, description="Cap on page_size.")
+    default_page_size: int = Field(100, ge=1, description="page_size when 0.")
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="gRPC message size.")
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Flags win over environment, environment over defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="HEADWAY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        cli_prog_name="headway-server",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+    )
+
+    address: str = Field("0.0.0.0:50051", description="host:port to listen on (port 0: any).")
+    database: Path = Field(Path("headway.db"), description="SQLite database file.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="FULL: durable on power loss. NORMAL: durable on process crash."
+    )
+    history_retention_events: int = Field(
+        1_000_000, ge=1, description="Change events kept for resuming; older ones are compacted."
+    )
+    compaction_interval: timedelta = Field(
+        timedelta(seconds=30), description="How often history is checked for compaction."
+    )
+    idempotency_window: timedelta = Field(
+        timedelta(hours=24), description="How long a request_id is remembered."
+    )
+    idempotency_max_records: int = Field(
+        100_000, ge=1, description="Most request_ids remembered; the oldest are forgotten first."
+    )
+    subscriber_queue_events: int = Field(
+        4096, ge=1, description="Events queued for one subscriber before it is ended as too slow."
+    )
+    max_subscribers: int = Field(10_000, ge=1, description="Concurrent Subscribe streams.")
+    heartbeat_default: timedelta = Field(timedelta(seconds=30))
+    heartbeat_min: timedelta = Field(timedelta(seconds=1))
+    heartbeat_max: timedelta = Field(timedelta(minutes=5))
+    max_batch_mutations: int = Field(
+        1024, ge=1, description="Mutations committed together in one transaction at most."
+    )
+    shutdown_grace: timedelta = Field(
+        timedelta(seconds=5), description="How long in-flight calls may finish at shutdown."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    limits: Limits = Limits()

@@ -1,0 +1,466 @@
+"""The task and step state machines and the progress roll-up.
+
+Pure functions over `Task` messages: no I/O, no clock, no gRPC. Each mutation
+takes the task as it stands (a private copy the caller may discard), checks
+that the change is allowed, and changes the copy in place. A rule that is not
+written here is not a rule: the proto comments describe exactly these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from headway.server.config import Limits
+from headway.server.errors import HeadwayError, Kind, task_at_rest
+from headway.v1 import task_pb2, task_service_pb2
+
+TaskState = task_pb2.TaskState
+StepState = task_pb2.StepState
+
+RESTING_STATES = frozenset(
+    {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
+)
+STEP_UNFINISHED = frozenset({task_pb2.STEP_STATE_PENDING, task_pb2.STEP_STATE_RUNNING})
+STEP_DONE = frozenset({task_pb2.STEP_STATE_SUCCEEDED, task_pb2.STEP_STATE_SKIPPED})
+
+# Which step state may follow which, for an UpdateStep without `restart`.
+# Staying RUNNING is allowed so that progress and messages can be reported.
+_STEP_TRANSITIONS: dict[int, frozenset[int]] = {
+    task_pb2.STEP_STATE_PENDING: frozenset(
+        {
+            task_pb2.STEP_STATE_RUNNING,
+            task_pb2.STEP_STATE_SUCCEEDED,
+            task_pb2.STEP_STATE_FAILED,
+            task_pb2.STEP_STATE_SKIPPED,
+        }
+    ),
+    task_pb2.STEP_STATE_RUNNING: frozenset(
+        {task_pb2.STEP_STATE_RUNNING, task_pb2.STEP_STATE_SUCCEEDED, task_pb2.STEP_STATE_FAILED}
+    ),
+}
+# The states from which `restart` may run a step again.
+_RESTARTABLE = frozenset({task_pb2.STEP_STATE_RUNNING, task_pb2.STEP_STATE_FAILED})
+
+
+def task_state_name(state: int) -> str:
+    return task_pb2.TaskState.Name(state).removeprefix("TASK_STATE_")  # type: ignore[arg-type]
+
+
+def step_state_name(state: int) -> str:
+    return task_pb2.StepState.Name(state).removeprefix("STEP_STATE_")  # type: ignore[arg-type]
+
+
+def is_resting(state: int) -> bool:
+    return state in RESTING_STATES
+
+
+def ensure_mutable(task: task_pb2.Task) -> None:
+    """Resting states are final: every later mutation is refused."""
+    if is_resting(task.state):
+        raise task_at_rest(task.id, task_state_name(task.state))
+
+
+def progress_fraction(progress: task_pb2.Progress) -> float | None:
+    """The fraction a reported progress stands for; None when it says nothing measurable."""
+    which = progress.WhichOneof("value")
+    if which == "units":
+        return min(1.0, progress.units.current / progress.units.total)
+    if which == "fraction":
+        return progress.fraction
+    return None
+
+
+def roll_up(task: task_pb2.Task) -> None:
+    """Recompute every derived fraction: each step's, then the task's weighted mean."""
+    for step in task.steps:
+        step.fraction = _step_fraction(step)
+    if task.state == task_pb2.TASK_STATE_SUCCEEDED:
+        task.fraction = 1.0
+    elif task.steps:
+        total_weight = math.fsum(step.weight for step in task.steps)
+        done = math.fsum(step.weight * step.fraction for step in task.steps)
+        task.fraction = min(1.0, done / total_weight)
+    else:
+        task.fraction = progress_fraction(task.progress) or 0.0
+
+
+def _step_fraction(step: task_pb2.Step) -> float:
+    if step.state in STEP_DONE:
+        return 1.0
+    if step.state == task_pb2.STEP_STATE_PENDING:
+        return 0.0
+    # RUNNING counts what it reported; FAILED and CANCELLED keep what they had
+    # reached, so the task's progress never jumps backwards when a step stops.
+    return progress_fraction(step.progress) or 0.0
+
+
+def new_task(
+    request: task_service_pb2.CreateTaskRequest,
+    *,
+    tenant: str,
+    task_id: str,
+    revision: int,
+    now: Timestamp,
+) -> task_pb2.Task:
+    task = task_pb2.Task(
+        id=task_id,
+        tenant=tenant,
+        display_name=request.display_name,
+        kind=request.kind,
+        labels=request.labels,
+        parent_id=request.parent_id,
+        state=task_pb2.TASK_STATE_PENDING,
+        message=request.message,
+        max_iterations=request.max_iterations,
+        metrics=request.metrics,
+        create_time=now,
+        update_time=now,
+        create_revision=revision,
+    )
+    _append_steps(task, request.steps)
+    if request.start:
+        _start(task, now)
+    roll_up(task)
+    return task
+
+
+def _append_steps(task: task_pb2.Task, specs: Sequence[task_service_pb2.StepSpec]) -> None:
+    for spec in specs:
+        task.steps.append(
+            task_pb2.Step(
+                key=spec.key,
+                index=len(task.steps),
+                display_name=spec.display_name or spec.key,
+                state=task_pb2.STEP_STATE_PENDING,
+                weight=spec.weight or 1.0,
+                expected_duration=spec.expected_duration
+                if spec.HasField("expected_duration")
+                else None,
+            )
+        )
+
+
+def _start(task: task_pb2.Task, now: Timestamp) -> None:
+    task.state = task_pb2.TASK_STATE_RUNNING
+    task.start_time.CopyFrom(now)
+
+
+def start_task(task: task_pb2.Task, now: Timestamp) -> None:
+    ensure_mutable(task)
+    if task.state != task_pb2.TASK_STATE_PENDING:
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "INVALID_TRANSITION",
+            f"task {task.id!r} is {task_state_name(task.state)}; only a PENDING task can start",
+            {"task_id": task.id, "state": task_state_name(task.state)},
+        )
+    _start(task, now)
+    task.update_time.CopyFrom(now)
+
+
+def add_steps(
+    task: task_pb2.Task,
+    specs: Sequence[task_service_pb2.StepSpec],
+    now: Timestamp,
+    limits: Limits,
+) -> None:
+    ensure_mutable(task)
+    existing = {step.key for step in task.steps}
+    for spec in specs:
+        if spec.key in existing:
+            raise HeadwayError(
+                Kind.ALREADY_EXISTS,
+                "STEP_ALREADY_EXISTS",
+                f"task {task.id!r} already has a step {spec.key!r}",
+                {"task_id": task.id, "step_key": spec.key},
+            )
+    if len(task.steps) + len(specs) > limits.max_steps:
+        raise HeadwayError(
+            Kind.RESOURCE_EXHAUSTED,
+            "TOO_MANY_STEPS",
+            f"a task has at most {limits.max_steps} steps",
+            {"task_id": task.id, "limit": str(limits.max_steps)},
+        )
+    _append_steps(task, specs)
+    task.update_time.CopyFrom(now)
+    roll_up(task)
+
+
+def find_step(task: task_pb2.Task, key: str) -> task_pb2.Step:
+    for step in task.steps:
+        if step.key == key:
+            return step
+    raise HeadwayError(
+        Kind.NOT_FOUND,
+        "STEP_NOT_FOUND",
+        f"task {task.id!r} has no step {key!r}",
+        {"task_id": task.id, "step_key": key},
+    )
+
+
+def update_step(
+    task: task_pb2.Task, request: task_service_pb2.UpdateStepRequest, now: Timestamp
+) -> None:
+    ensure_mutable(task)
+    step = find_step(task, request.step_key)
+    if request.restart:
+        _restart_step(task, step, now)
+    target = request.state
+    starts_by_progress = (
+        target == task_pb2.STEP_STATE_UNSPECIFIED
+        and step.state == task_pb2.STEP_STATE_PENDING
+        and request.HasField("progress")
+    )
+    if starts_by_progress:
+        target = task_pb2.STEP_STATE_RUNNING
+    if target == task_pb2.STEP_STATE_UNSPECIFIED and step.state not in STEP_UNFINISHED:
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "STEP_FINISHED",
+            f"step {step.key!r} is {step_state_name(step.state)}; it can no longer change "
+            "unless restarted",
+            {"task_id": task.id, "step_key": step.key, "state": step_state_name(step.state)},
+        )
+    if request.HasField("progress"):
+        _set_step_progress(task, step, request.progress, restarted=request.restart)
+    if request.HasField("message"):
+        step.message = request.message
+    if target != task_pb2.STEP_STATE_UNSPECIFIED:
+        _transition_step(task, step, target, now)
+    if target == task_pb2.STEP_STATE_FAILED:
+        step.error.CopyFrom(request.error)
+    if step.state == task_pb2.STEP_STATE_RUNNING and task.state == task_pb2.TASK_STATE_PENDING:
+        _start(task, now)
+    task.update_time.CopyFrom(now)
+    roll_up(task)
+
+
+def _restart_step(task: task_pb2.Task, step: task_pb2.Step, now: Timestamp) -> None:
+    if step.state not in _RESTARTABLE:
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "INVALID_STEP_TRANSITION",
+            f"step {step.key!r} is {step_state_name(step.state)}; only a RUNNING or FAILED "
+            "step can restart",
+            {"task_id": task.id, "step_key": step.key, "state": step_state_name(step.state)},
+        )
+    step.state = task_pb2.STEP_STATE_RUNNING
+    step.restart_count += 1
+    step.ClearField("progress")
+    step.ClearField("error")
+    step.ClearField("finish_time")
+    step.start_time.CopyFrom(now)
+
+
+def _set_step_progress(
+    task: task_pb2.Task, step: task_pb2.Step, progress: task_pb2.Progress, *, restarted: bool
+) -> None:
+    if step.state not in STEP_UNFINISHED:
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "STEP_FINISHED",
+            f"step {step.key!r} is {step_state_name(step.state)}; "
+            "its progress can no longer change",
+            {"task_id": task.id, "step_key": step.key, "state": step_state_name(step.state)},
+        )
+    before = progress_fraction(step.progress)
+    after = progress_fraction(progress)
+    regressed = before is not None and after is not None and after < before
+    if regressed and step.state == task_pb2.STEP_STATE_RUNNING and not restarted:
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "PROGRESS_REGRESSED",
+            f"step {step.key!r} is at {before:.4g}; progress {after:.4g} would move it "
+            "backwards (set restart to start the step over)",
+            {"task_id": task.id, "step_key": step.key},
+        )
+    step.progress.CopyFrom(progress)
+
+
+def _transition_step(task: task_pb2.Task, step: task_pb2.Step, target: int, now: Timestamp) -> None:
+    if target not in _STEP_TRANSITIONS.get(step.state, frozenset()):
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "INVALID_STEP_TRANSITION",
+            f"step {step.key!r} cannot go from {step_state_name(step.state)} to "
+            f"{step_state_name(target)}",
+            {
+                "task_id": task.id,
+                "step_key": step.key,
+                "from": step_state_name(step.state),
+                "to": step_state_name(target),
+            },
+        )
+    if target == step.state:
+        return
+    if step.state == task_pb2.STEP_STATE_PENDING and target != task_pb2.STEP_STATE_SKIPPED:
+        step.start_time.CopyFrom(now)
+    step.state = target  # type: ignore[assignment]
+    if target not in STEP_UNFINISHED:
+        step.finish_time.CopyFrom(now)
+
+
+def update_task(
+    task: task_pb2.Task,
+    request: task_service_pb2.UpdateTaskRequest,
+    now: Timestamp,
+    limits: Limits,
+) -> None:
+    ensure_mutable(task)
+    if request.HasField("max_iterations"):
+        task.max_iterations = request.max_iterations
+    if request.HasField("iteration"):
+        if task.max_iterations and request.iteration > task.max_iterations:
+            raise HeadwayError(
+                Kind.OUT_OF_RANGE,
+                "ITERATION_OUT_OF_RANGE",
+                f"iteration {request.iteration} exceeds max_iterations {task.max_iterations}",
+                {"task_id": task.id, "max_iterations": str(task.max_iterations)},
+            )
+        task.iteration = request.iteration
+    if request.HasField("message"):
+        task.message = request.message
+    if request.metrics:
+        new_keys = set(request.metrics) - set(task.metrics)
+        if len(task.metrics) + len(new_keys) > limits.max_metrics:
+            raise HeadwayError(
+                Kind.RESOURCE_EXHAUSTED,
+                "TOO_MANY_METRICS",
+                f"a task has at most {limits.max_metrics} metrics",
+                {"task_id": task.id, "limit": str(limits.max_metrics)},
+            )
+        task.metrics.update(request.metrics)
+    if request.HasField("progress"):
+        task.progress.CopyFrom(request.progress)
+        if task.state == task_pb2.TASK_STATE_PENDING:
+            _start(task, now)
+    task.update_time.CopyFrom(now)
+    roll_up(task)
+
+
+def add_artifacts(
+    task: task_pb2.Task,
+    artifacts: Sequence[task_pb2.Artifact],
+    now: Timestamp,
+    limits: Limits,
+) -> None:
+    ensure_mutable(task)
+    existing = {artifact.name for artifact in task.artifacts}
+    for artifact in artifacts:
+        if artifact.name in existing:
+            raise HeadwayError(
+                Kind.ALREADY_EXISTS,
+                "ARTIFACT_ALREADY_EXISTS",
+                f"task {task.id!r} already has an artifact {artifact.name!r}",
+                {"task_id": task.id, "name": artifact.name},
+            )
+    if len(task.artifacts) + len(artifacts) > limits.max_artifacts:
+        raise HeadwayError(
+            Kind.RESOURCE_EXHAUSTED,
+            "TOO_MANY_ARTIFACTS",
+            f"a task has at most {limits.max_artifacts} artifacts",
+            {"task_id": task.id, "limit": str(limits.max_artifacts)},
+        )
+    for artifact in artifacts:
+        added = task.artifacts.add()
+        added.CopyFrom(artifact)
+        added.create_time.CopyFrom(now)
+    task.update_time.CopyFrom(now)
+
+
+def succeed_task(task: task_pb2.Task, message: str | None, now: Timestamp) -> None:
+    ensure_mutable(task)
+    if message is not None:
+        task.message = message
+    _finish(task, task_pb2.TASK_STATE_SUCCEEDED, now)
+
+
+def fail_task(task: task_pb2.Task, error: task_pb2.TaskError, now: Timestamp) -> None:
+    ensure_mutable(task)
+    task.error.CopyFrom(error)
+    _finish(task, task_pb2.TASK_STATE_FAILED, now)
+
+
+def request_cancel(
+    task: task_pb2.Task,
+    request: task_service_pb2.CancelTaskRequest,
+    revision: int,
+    now: Timestamp,
+) -> bool:
+    """Record a viewer's cancel request; False when one is already pending and nothing changes."""
+    ensure_mutable(task)
+    if task.HasField("cancel_request") and not request.force:
+        return False
+    if not task.HasField("cancel_request"):
+        task.cancel_request.CopyFrom(
+            task_pb2.CancelRequest(
+                reason=request.reason,
+                requested_by=request.requested_by,
+                request_time=now,
+                revision=revision,
+            )
+        )
+    if request.force:
+        _finish(task, task_pb2.TASK_STATE_CANCELLED, now)
+    else:
+        task.update_time.CopyFrom(now)
+    return True
+
+
+def confirm_cancel(task: task_pb2.Task, reason: str, revision: int, now: Timestamp) -> None:
+    ensure_mutable(task)
+    if not task.HasField("cancel_request"):
+        task.cancel_request.CopyFrom(
+            task_pb2.CancelRequest(
+                reason=reason, requested_by="agent", request_time=now, revision=revision
+            )
+        )
+    _finish(task, task_pb2.TASK_STATE_CANCELLED, now)
+
+
+# How a task's unfinished steps are closed when it comes to rest: a success
+# vouches for the running steps and makes the untouched ones unnecessary; a
+# failure or a cancellation stops both.
+_CLOSE_STEPS: dict[int, dict[int, int]] = {
+    task_pb2.TASK_STATE_SUCCEEDED: {
+        task_pb2.STEP_STATE_RUNNING: task_pb2.STEP_STATE_SUCCEEDED,
+        task_pb2.STEP_STATE_PENDING: task_pb2.STEP_STATE_SKIPPED,
+    },
+    task_pb2.TASK_STATE_FAILED: {
+        task_pb2.STEP_STATE_RUNNING: task_pb2.STEP_STATE_CANCELLED,
+        task_pb2.STEP_STATE_PENDING: task_pb2.STEP_STATE_CANCELLED,
+    },
+    task_pb2.TASK_STATE_CANCELLED: {
+        task_pb2.STEP_STATE_RUNNING: task_pb2.STEP_STATE_CANCELLED,
+        task_pb2.STEP_STATE_PENDING: task_pb2.STEP_STATE_CANCELLED,
+    },
+}
+
+
+def _finish(task: task_pb2.Task, state: int, now: Timestamp) -> None:
+    """Bring a task to rest and close its unfinished steps, so nothing is left RUNNING."""
+    task.state = state  # type: ignore[assignment]
+    task.finish_time.CopyFrom(now)
+    task.update_time.CopyFrom(now)
+    if not task.HasField("start_time"):
+        task.start_time.CopyFrom(now)
+    closing = _CLOSE_STEPS[state]
+    for step in task.steps:
+        if step.state in closing:
+            step.state = closing[step.state]  # type: ignore[assignment]
+            step.finish_time.CopyFrom(now)
+    roll_up(task)
+
+
+def ensure_deletable(task: task_pb2.Task) -> None:
+    if not is_resting(task.state):
+        raise HeadwayError(
+            Kind.FAILED_PRECONDITION,
+            "TASK_NOT_AT_REST",
+            f"task {task.id!r} is {task_state_name(task.state)}; only a task at rest can be "
+            "deleted",
+            {"task_id": task.id, "state": task_state_name(task.state)},
+        )

@@ -1,0 +1,196 @@
+"""Fan-out of committed changes to live subscribers.
+
+The engine publishes each batch of committed events once; the hub appends the
+event's pre-encoded frame to the queue of every subscriber whose filter
+matches, and wakes it. Publishing never waits on a subscriber: a queue that
+reaches its capacity ends that subscription (RESOURCE_EXHAUSTED) and frees its
+memory, so one slow reader cannot slow the writers or the other readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from headway.server.errors import HeadwayError, Kind
+from headway.server.filtering import CompiledFilter
+from headway.server.store.base import EventRecord
+
+
+def encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def frame(event_data: bytes) -> bytes:
+    """One element of `SubscribeResponse.events` (field 1, length-delimited).
+
+    Concatenated frames form a valid SubscribeResponse, so a subscriber's whole
+    queue goes out as one message without decoding or re-encoding anything.
+    """
+    return b"\x0a" + encode_varint(len(event_data)) + event_data
+
+
+class Subscriber:
+    """One live subscription's queue and the signals its sender waits on."""
+
+    __slots__ = (
+        "_capacity",
+        "ended",
+        "filter",
+        "frames",
+        "include_logs",
+        "rest_reached",
+        "stop_at_rest",
+        "tenant",
+        "wakeup",
+    )
+
+    def __init__(
+        self,
+        tenant: str,
+        task_filter: CompiledFilter,
+        *,
+        include_logs: bool,
+        stop_at_rest: bool,
+        capacity: int,
+    ) -> None:
+        self.tenant = tenant
+        self.filter = task_filter
+        self.include_logs = include_logs
+        self.stop_at_rest = stop_at_rest
+        self.frames: list[bytes] = []
+        self.wakeup = asyncio.Event()
+        self.ended: HeadwayError | None = None
+        self.rest_reached = False
+        self._capacity = capacity
+
+    def accepts(self, event: EventRecord) -> bool:
+        if event.is_log and not self.include_logs:
+            return False
+        return self.filter.selects_all or self.filter.matches(event.facts)
+
+    def offer(self, event: EventRecord, encoded: bytes) -> bool:
+        """Queue one matching event; False when the queue overflowed and the subscription ended."""
+        if self.ended is not None:
+            return False
+        if len(self.frames) >= self._capacity:
+            self.end(
+                HeadwayError(
+                    Kind.RESOURCE_EXHAUSTED,
+                    "SUBSCRIBER_TOO_SLOW",
+                    f"the subscriber fell {self._capacity} events behind; resume from the last "
+                    "revision it processed",
+                    {"capacity": str(self._capacity)},
+                )
+            )
+            return False
+        self.frames.append(encoded)
+        if self.stop_at_rest and event.at_rest and not event.is_log:
+            self.rest_reached = True
+        return True
+
+    def take(self) -> list[bytes]:
+        frames, self.frames = self.frames, []
+        return frames
+
+    def end(self, error: HeadwayError) -> None:
+        """End the subscription with `error`; its sender aborts the stream with that status."""
+        if self.ended is None:
+            self.ended = error
+            self.frames = []
+            self.wakeup.set()
+
+
+class Hub:
+    """Every live subscriber, by tenant, and the revision of the last published change."""
+
+    def __init__(self, *, capacity: int, max_subscribers: int) -> None:
+        self.revision = 0
+        self._capacity = capacity
+        self._max_subscribers = max_subscribers
+        self._by_tenant: dict[str, dict[Subscriber, None]] = {}
+        self._count = 0
+        self._closed: HeadwayError | None = None
+
+    @property
+    def subscriber_count(self) -> int:
+        return self._count
+
+    def register(
+        self,
+        tenant: str,
+        task_filter: CompiledFilter,
+        *,
+        include_logs: bool,
+        stop_at_rest: bool,
+    ) -> Subscriber:
+        """Start queueing live changes for a new subscriber (from the next publish on)."""
+        if self._closed is not None:
+            raise self._closed
+        if self._count >= self._max_subscribers:
+            raise HeadwayError(
+                Kind.RESOURCE_EXHAUSTED,
+                "TOO_MANY_SUBSCRIBERS",
+                f"the server serves at most {self._max_subscribers} subscriptions",
+                {"limit": str(self._max_subscribers)},
+            )
+        subscriber = Subscriber(
+            tenant,
+            task_filter,
+            include_logs=include_logs,
+            stop_at_rest=stop_at_rest,
+            capacity=self._capacity,
+        )
+        self._by_tenant.setdefault(tenant, {})[subscriber] = None
+        self._count += 1
+        return subscriber
+
+    def unregister(self, subscriber: Subscriber) -> None:
+        members = self._by_tenant.get(subscriber.tenant)
+        if members is None or subscriber not in members:
+            return
+        del members[subscriber]
+        self._count -= 1
+        if not members:
+            del self._by_tenant[subscriber.tenant]
+
+    def publish(self, events: Iterable[EventRecord]) -> None:
+        """Queue committed events, in revision order, for every subscriber they concern."""
+        woken: set[Subscriber] = set()
+        evicted: list[Subscriber] = []
+        for event in events:
+            self.revision = event.revision
+            members = self._by_tenant.get(event.facts.tenant)
+            if not members:
+                continue
+            encoded: bytes | None = None
+            for subscriber in members:
+                if not subscriber.accepts(event):
+                    continue
+                if encoded is None:
+                    encoded = frame(event.data)
+                if subscriber.offer(event, encoded):
+                    woken.add(subscriber)
+                else:
+                    evicted.append(subscriber)
+        for subscriber in evicted:
+            self.unregister(subscriber)
+        for subscriber in woken:
+            subscriber.wakeup.set()
+
+    def advance(self, revision: int) -> None:
+        """Record the store's revision when it moved without a publish (at start-up)."""
+        self.revision = max(self.revision, revision)
+
+    def close(self, error: HeadwayError) -> None:
+        """End every subscription with `error` (UNAVAILABLE at shutdown) and refuse new ones."""
+        self._closed = error
+        for members in list(self._by_tenant.values()):
+            for subscriber in list(members):
+                subscriber.end(error)
+                self.unregister(subscriber)

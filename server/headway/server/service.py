@@ -1,0 +1,451 @@
+"""The gRPC face of TaskService: validate, hand to the engine, convert the answer.
+
+No state, no SQL, no fan-out here. Each handler checks its request, describes
+its change as a pure function of the task (see `domain`), and lets the engine
+apply it; errors become statuses in one place (`errors.to_rpc_status`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from headway.server import domain, paging, validation
+from headway.server.config import Settings
+from headway.server.engine import Change, ChangeKind, Engine, MutationContext, Outcome
+from headway.server.errors import HeadwayError, Kind, task_not_found, to_rpc_status
+from headway.server.filtering import CompiledFilter
+from headway.server.hub import Hub
+from headway.server.store.base import LogQuery
+from headway.server.stream import Subscription
+from headway.v1 import log_pb2, task_pb2, task_service_pb2
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = "headway.v1.TaskService"
+DEFAULT_TENANT = "default"
+
+Request = TypeVar("Request", bound=Message)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def tenant_of(context: Context) -> str:
+    """The tenant a call acts for. One tenant until authentication maps tokens to tenants."""
+    del context
+    return DEFAULT_TENANT
+
+
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse (for example invalid UTF-8)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class TaskService:
+    """Implements every RPC of headway.v1.TaskService."""
+
+    def __init__(self, engine: Engine, hub: Hub, settings: Settings) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._settings = settings
+        self._limits = settings.limits
+
+    # -- mutations ----------------------------------------------------------------
+
+    async def _mutate(
+        self,
+        context: Context,
+        method: str,
+        request: Message,
+        task_id: str,
+        apply: Callable[[task_pb2.Task | None, MutationContext], Change],
+        *,
+        request_id: str,
+        expected_revision: int = 0,
+    ) -> Outcome:
+        return await self._engine.mutate(
+            tenant=tenant_of(context),
+            task_id=task_id,
+            method=method,
+            request=request,
+            apply=apply,
+            request_id=request_id,
+            expected_revision=expected_revision,
+        )
+
+    async def CreateTask(
+        self, request: task_service_pb2.CreateTaskRequest, context: Context
+    ) -> task_service_pb2.CreateTaskResponse:
+        validation.check_create(request, self._limits)
+        task_id = request.task_id or str(uuid.uuid4())
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            if task is not None:
+                raise HeadwayError(
+                    Kind.ALREADY_EXISTS,
+                    "TASK_ALREADY_EXISTS",
+                    f"task {task_id!r} already exists",
+                    {"task_id": task_id},
+                )
+            if request.parent_id and ctx.lookup(request.parent_id) is None:
+                raise HeadwayError(
+                    Kind.NOT_FOUND,
+                    "PARENT_NOT_FOUND",
+                    f"parent task {request.parent_id!r} not found",
+                    {"parent_id": request.parent_id},
+                )
+            created = domain.new_task(
+                request, tenant=ctx.tenant, task_id=task_id, revision=ctx.revision, now=ctx.now
+            )
+            return Change(ChangeKind.CREATED, created)
+
+        outcome = await self._mutate(
+            context, "CreateTask", request, task_id, apply, request_id=request.request_id
+        )
+        return task_service_pb2.CreateTaskResponse(task=outcome.task)
+
+    async def StartTask(
+        self, request: task_service_pb2.StartTaskRequest, context: Context
+    ) -> task_service_pb2.StartTaskResponse:
+        validation.check_start(request)
+        outcome = await self._update(
+            context, "StartTask", request, domain.start_task, request.expected_revision
+        )
+        return task_service_pb2.StartTaskResponse(task=outcome.task)
+
+    async def AddSteps(
+        self, request: task_service_pb2.AddStepsRequest, context: Context
+    ) -> task_service_pb2.AddStepsResponse:
+        validation.check_add_steps(request, self._limits)
+        outcome = await self._update(
+            context,
+            "AddSteps",
+            request,
+            lambda task, now: domain.add_steps(task, request.steps, now, self._limits),
+            request.expected_revision,
+        )
+        return task_service_pb2.AddStepsResponse(task=outcome.task)
+
+    async def UpdateStep(
+        self, request: task_service_pb2.UpdateStepRequest, context: Context
+    ) -> task_service_pb2.UpdateStepResponse:
+        validation.check_update_step(request)
+        outcome = await self._update(
+            context,
+            "UpdateStep",
+            request,
+            lambda task, now: domain.update_step(task, request, now),
+            request.expected_revision,
+        )
+        return task_service_pb2.UpdateStepResponse(task=outcome.task)
+
+    async def UpdateTask(
+        self, request: task_service_pb2.UpdateTaskRequest, context: Context
+    ) -> task_service_pb2.UpdateTaskResponse:
+        validation.check_update_task(request, self._limits)
+        outcome = await self._update(
+            context,
+            "UpdateTask",
+            request,
+            lambda task, now: domain.update_task(task, request, now, self._limits),
+            request.expected_revision,
+        )
+        return task_service_pb2.UpdateTaskResponse(task=outcome.task)
+
+    async def AppendLogs(
+        self, request: task_service_pb2.AppendLogsRequest, context: Context
+    ) -> task_service_pb2.AppendLogsResponse:
+        validation.check_append_logs(request, self._limits)
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            domain.ensure_mutable(task)
+            for entry in request.entries:
+                if entry.step_key:
+                    domain.find_step(task, entry.step_key)
+            return Change(ChangeKind.LOGS, task, request.entries)
+
+        outcome = await self._mutate(
+            context, "AppendLogs", request, request.task_id, apply, request_id=request.request_id
+        )
+        response = task_service_pb2.AppendLogsResponse(revision=outcome.revision)
+        if outcome.task.HasField("cancel_request"):
+            response.cancel_request.CopyFrom(outcome.task.cancel_request)
+        return response
+
+    async def AddArtifacts(
+        self, request: task_service_pb2.AddArtifactsRequest, context: Context
+    ) -> task_service_pb2.AddArtifactsResponse:
+        validation.check_add_artifacts(request, self._limits)
+        outcome = await self._update(
+            context,
+            "AddArtifacts",
+            request,
+            lambda task, now: domain.add_artifacts(task, request.artifacts, now, self._limits),
+            request.expected_revision,
+        )
+        return task_service_pb2.AddArtifactsResponse(task=outcome.task)
+
+    async def SucceedTask(
+        self, request: task_service_pb2.SucceedTaskRequest, context: Context
+    ) -> task_service_pb2.SucceedTaskResponse:
+        validation.check_succeed(request)
+        message = request.message if request.HasField("message") else None
+        outcome = await self._update(
+            context,
+            "SucceedTask",
+            request,
+            lambda task, now: domain.succeed_task(task, message, now),
+            request.expected_revision,
+        )
+        return task_service_pb2.SucceedTaskResponse(task=outcome.task)
+
+    async def FailTask(
+        self, request: task_service_pb2.FailTaskRequest, context: Context
+    ) -> task_service_pb2.FailTaskResponse:
+        validation.check_fail(request)
+        outcome = await self._update(
+            context,
+            "FailTask",
+            request,
+            lambda task, now: domain.fail_task(task, request.error, now),
+            request.expected_revision,
+        )
+        return task_service_pb2.FailTaskResponse(task=outcome.task)
+
+    async def CancelTask(
+        self, request: task_service_pb2.CancelTaskRequest, context: Context
+    ) -> task_service_pb2.CancelTaskResponse:
+        validation.check_cancel(request)
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            changed = domain.request_cancel(task, request, ctx.revision, ctx.now)
+            return Change(ChangeKind.UPDATED if changed else ChangeKind.NONE, task)
+
+        outcome = await self._mutate(
+            context,
+            "CancelTask",
+            request,
+            request.task_id,
+            apply,
+            request_id=request.request_id,
+            expected_revision=request.expected_revision,
+        )
+        return task_service_pb2.CancelTaskResponse(task=outcome.task)
+
+    async def ConfirmCancel(
+        self, request: task_service_pb2.ConfirmCancelRequest, context: Context
+    ) -> task_service_pb2.ConfirmCancelResponse:
+        validation.check_confirm_cancel(request)
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            domain.confirm_cancel(task, request.reason, ctx.revision, ctx.now)
+            return Change(ChangeKind.UPDATED, task)
+
+        outcome = await self._mutate(
+            context,
+            "ConfirmCancel",
+            request,
+            request.task_id,
+            apply,
+            request_id=request.request_id,
+            expected_revision=request.expected_revision,
+        )
+        return task_service_pb2.ConfirmCancelResponse(task=outcome.task)
+
+    async def DeleteTask(
+        self, request: task_service_pb2.DeleteTaskRequest, context: Context
+    ) -> task_service_pb2.DeleteTaskResponse:
+        validation.check_delete(request)
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            domain.ensure_deletable(task)
+            return Change(ChangeKind.DELETED, task)
+
+        outcome = await self._mutate(
+            context,
+            "DeleteTask",
+            request,
+            request.task_id,
+            apply,
+            request_id=request.request_id,
+            expected_revision=request.expected_revision,
+        )
+        return task_service_pb2.DeleteTaskResponse(revision=outcome.revision)
+
+    async def _update(
+        self,
+        context: Context,
+        method: str,
+        request: Any,
+        change: Callable[[task_pb2.Task, Any], None],
+        expected_revision: int,
+    ) -> Outcome:
+        """A mutation of an existing task that changes it in place (the common shape)."""
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            change(task, ctx.now)
+            return Change(ChangeKind.UPDATED, task)
+
+        return await self._mutate(
+            context,
+            method,
+            request,
+            request.task_id,
+            apply,
+            request_id=request.request_id,
+            expected_revision=expected_revision,
+        )
+
+    # -- reads --------------------------------------------------------------------
+
+    async def GetTask(
+        self, request: task_service_pb2.GetTaskRequest, context: Context
+    ) -> task_service_pb2.GetTaskResponse:
+        validation.check_get(request)
+        task = self._engine.get(tenant_of(context), request.task_id)
+        return task_service_pb2.GetTaskResponse(task=task)
+
+    async def ListTasks(
+        self, request: task_service_pb2.ListTasksRequest, context: Context
+    ) -> task_service_pb2.ListTasksResponse:
+        v = validation.Violations()
+        validation.check_filter(v, "filter", request.filter, self._limits)
+        page_size = v.page(request.page_size, self._limits)
+        v.raise_if_any()
+        digest = paging.query_digest("ListTasks", request.filter)
+        position = paging.decode(request.page_token, digest, 1)
+        after = position[0] if position else 0
+        task_filter = CompiledFilter.compile(request.filter)
+        response = task_service_pb2.ListTasksResponse(revision=self._engine.revision)
+        for task in self._engine.tasks_after(tenant_of(context), after):
+            if not task_filter.matches_task(task):
+                continue
+            if len(response.tasks) == page_size:
+                last = response.tasks[-1].create_revision
+                response.next_page_token = paging.encode([last], digest)
+                break
+            response.tasks.append(task)
+        return response
+
+    async def ListLogs(
+        self, request: task_service_pb2.ListLogsRequest, context: Context
+    ) -> task_service_pb2.ListLogsResponse:
+        page_size = validation.check_list_logs(request, self._limits)
+        tenant = tenant_of(context)
+        self._engine.get(tenant, request.task_id)
+        scope = task_service_pb2.ListLogsRequest()
+        scope.CopyFrom(request)
+        scope.ClearField("page_size")
+        scope.ClearField("page_token")
+        digest = paging.query_digest("ListLogs", scope)
+        position = paging.decode(request.page_token, digest, 2)
+        query = LogQuery(
+            tenant=tenant,
+            task_id=request.task_id,
+            min_level=request.min_level,
+            step_key=request.step_key,
+            text=request.text,
+            start_ns=request.start_time.ToNanoseconds() if request.HasField("start_time") else None,
+            end_ns=request.end_time.ToNanoseconds() if request.HasField("end_time") else None,
+            after=(position[0], position[1]) if position else None,
+            limit=page_size + 1,
+        )
+        rows = await self._engine.store.list_logs(query)
+        response = task_service_pb2.ListLogsResponse(
+            entries=[log_pb2.LogEntry.FromString(data) for data in rows[:page_size]]
+        )
+        if len(rows) > page_size:
+            last = response.entries[-1]
+            response.next_page_token = paging.encode([last.revision, last.index], digest)
+        return response
+
+    # -- stream -------------------------------------------------------------------
+
+    async def Subscribe(self, request: task_service_pb2.SubscribeRequest, context: Context) -> None:
+        subscription = Subscription(
+            self._engine, self._hub, self._settings, tenant_of(context), request
+        )
+        await subscription.serve(context)
+
+
+def _existing(task: task_pb2.Task | None, task_id: str) -> task_pb2.Task:
+    if task is None:
+        raise task_not_found(task_id)
+    return task
+
+
+# -- registration -----------------------------------------------------------------
+
+
+def _guarded(
+    handler: Callable[[Any, Context], Awaitable[Any]],
+) -> Callable[[Any, Context], Awaitable[Any]]:
+    """Turn domain errors and unparseable requests into statuses; log what is unexpected."""
+
+    async def guarded(request: Any, context: Context) -> Any:
+        if isinstance(request, MalformedRequest):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"
+            )
+        try:
+            return await handler(request, context)
+        except HeadwayError as error:
+            status = to_rpc_status(error)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+
+    guarded.__name__ = getattr(handler, "__name__", "handler")
+    return guarded
+
+
+def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    def deserialize(data: bytes) -> Message | MalformedRequest:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as error:
+            return MalformedRequest(str(error))
+
+    return deserialize
+
+
+def _identity(data: bytes) -> bytes:
+    # Subscribe handlers write pre-encoded SubscribeResponse bytes (see hub.frame).
+    return data
+
+
+def handlers(service: TaskService) -> grpc.GenericRpcHandler[Any, Any]:
+    """Method handlers for every RPC of the service descriptor.
+
+    Built from the descriptor rather than the generated `add_..._to_server` so
+    that Subscribe can write pre-encoded bytes, and so that every handler gets
+    the same error guard and lenient request parsing.
+    """
+    descriptor = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"]
+    methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in descriptor.methods:
+        request_type: type[Message] = getattr(task_service_pb2, method.input_type.name)
+        response_type: type[Message] = getattr(task_service_pb2, method.output_type.name)
+        handler = _guarded(getattr(service, method.name))
+        if method.server_streaming:
+            methods[method.name] = grpc.unary_stream_rpc_method_handler(
+                handler,
+                request_deserializer=_deserializer(request_type),
+                response_serializer=_identity,
+            )
+        else:
+            methods[method.name] = grpc.unary_unary_rpc_method_handler(
+                handler,
+                request_deserializer=_deserializer(request_type),
+                response_serializer=response_type.SerializeToString,
+            )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, methods)

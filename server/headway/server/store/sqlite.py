@@ -1,0 +1,351 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+One writer thread owns the only writing connection, so transactions never
+contend; the engine hands it whole batches (group commit), so one fsync serves
+many mutations. Readers use their own connections on other threads, which WAL
+lets run beside the writer without blocking it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from headway.server.filtering import TaskFacts
+from headway.server.store.base import (
+    CommitBatch,
+    EventRecord,
+    LoadedState,
+    LogQuery,
+    RequestRecord,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tasks (
+    tenant TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    create_revision INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (tenant, task_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    revision INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    previous_state INTEGER NOT NULL,
+    is_log INTEGER NOT NULL,
+    at_rest INTEGER NOT NULL,
+    commit_ns INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logs (
+    tenant TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    step_key TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (tenant, task_id, revision, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS requests (
+    tenant TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    fingerprint BLOB NOT NULL,
+    revision INTEGER NOT NULL,
+    create_ns INTEGER NOT NULL,
+    PRIMARY KEY (tenant, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests (create_ns);
+"""
+
+_EVENT_COLUMNS = (
+    "revision, tenant, task_id, kind, parent_id, labels, state, previous_state, "
+    "is_log, at_rest, commit_ns, data"
+)
+
+
+class SqliteStore:
+    """A `Store` on one SQLite file."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="headway-sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(2, thread_name_prefix="headway-sqlite-reader")
+        self._writer: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA busy_timeout = 5000")
+        connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        return connection
+
+    async def _on_writer_thread(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, work)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            if self._writer is None:
+                raise RuntimeError("the store is not open")
+            return work(self._writer)
+
+        return await self._on_writer_thread(run)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+            if connection is None:
+                connection = self._connect()
+                self._local.connection = connection
+                with self._readers_lock:
+                    self._readers.append(connection)
+            return work(connection)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reader_pool, run)
+
+    async def open(self, *, requests_since_ns: int, max_requests: int) -> LoadedState:
+        def load() -> LoadedState:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self._connect()
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._writer.executescript(SCHEMA)
+            meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+            tasks = [
+                row[0]
+                for row in self._writer.execute("SELECT data FROM tasks ORDER BY create_revision")
+            ]
+            requests = [
+                RequestRecord(*row)
+                for row in self._writer.execute(
+                    "SELECT tenant, request_id, method, fingerprint, revision, create_ns "
+                    "FROM requests WHERE create_ns >= ? ORDER BY create_ns DESC LIMIT ?",
+                    (requests_since_ns, max_requests),
+                )
+            ]
+            requests.reverse()
+            return LoadedState(
+                head=meta.get("head", 0),
+                compacted=meta.get("compacted", 0),
+                tasks=tasks,
+                requests=requests,
+            )
+
+        return await self._on_writer_thread(load)
+
+    async def commit(self, batch: CommitBatch) -> None:
+        await self._write(lambda connection: _commit(connection, batch))
+
+    async def read_events(
+        self, tenant: str, after: int, upto: int, limit: int
+    ) -> list[EventRecord]:
+        def read(connection: sqlite3.Connection) -> list[EventRecord]:
+            rows = connection.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events "
+                "WHERE revision > ? AND revision <= ? AND tenant = ? ORDER BY revision LIMIT ?",
+                (after, upto, tenant, limit),
+            )
+            return [_event_from_row(row) for row in rows]
+
+        return await self._read(read)
+
+    async def read_event(self, revision: int) -> EventRecord | None:
+        def read(connection: sqlite3.Connection) -> EventRecord | None:
+            row = connection.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE revision = ?", (revision,)
+            ).fetchone()
+            return None if row is None else _event_from_row(row)
+
+        return await self._read(read)
+
+    async def list_logs(self, query: LogQuery) -> list[bytes]:
+        clauses = ["tenant = ?", "task_id = ?"]
+        params: list[object] = [query.tenant, query.task_id]
+        if query.min_level:
+            clauses.append("level >= ?")
+            params.append(query.min_level)
+        if query.step_key:
+            clauses.append("step_key = ?")
+            params.append(query.step_key)
+        if query.text:
+            clauses.append("instr(lower(message), lower(?)) > 0")
+            params.append(query.text)
+        if query.start_ns is not None:
+            clauses.append("time_ns >= ?")
+            params.append(query.start_ns)
+        if query.end_ns is not None:
+            clauses.append("time_ns < ?")
+            params.append(query.end_ns)
+        if query.after is not None:
+            clauses.append("(revision, idx) > (?, ?)")
+            params.extend(query.after)
+        sql = f"SELECT data FROM logs WHERE {' AND '.join(clauses)} ORDER BY revision, idx LIMIT ?"
+        params.append(query.limit)
+
+        def read(connection: sqlite3.Connection) -> list[bytes]:
+            return [row[0] for row in connection.execute(sql, params)]
+
+        return await self._read(read)
+
+    async def compact(self, upto: int) -> None:
+        def compact(connection: sqlite3.Connection) -> None:
+            with _transaction(connection):
+                connection.execute("DELETE FROM events WHERE revision <= ?", (upto,))
+                connection.execute(
+                    "INSERT INTO meta (key, value) VALUES ('compacted', ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    (upto,),
+                )
+
+        await self._write(compact)
+
+    async def prune_requests(self, before_ns: int) -> None:
+        def prune(connection: sqlite3.Connection) -> None:
+            with _transaction(connection):
+                connection.execute("DELETE FROM requests WHERE create_ns < ?", (before_ns,))
+
+        await self._write(prune)
+
+    async def close(self) -> None:
+        def close_writer() -> None:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+        await self._on_writer_thread(close_writer)
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        with self._readers_lock:
+            for connection in self._readers:
+                connection.close()
+            self._readers.clear()
+
+
+@contextlib.contextmanager
+def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error so a failed batch leaves no trace."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _commit(connection: sqlite3.Connection, batch: CommitBatch) -> None:
+    with _transaction(connection):
+        if batch.upserts:
+            connection.executemany(
+                "INSERT INTO tasks (tenant, task_id, create_revision, data) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (tenant, task_id) DO UPDATE SET data = excluded.data",
+                [(r.tenant, r.task_id, r.create_revision, r.data) for r in batch.upserts],
+            )
+        if batch.deletes:
+            connection.executemany(
+                "DELETE FROM tasks WHERE tenant = ? AND task_id = ?", batch.deletes
+            )
+            connection.executemany(
+                "DELETE FROM logs WHERE tenant = ? AND task_id = ?", batch.deletes
+            )
+        if batch.events:
+            connection.executemany(
+                f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * 12)})",
+                [_event_to_row(event) for event in batch.events],
+            )
+        if batch.logs:
+            connection.executemany(
+                "INSERT INTO logs (tenant, task_id, revision, idx, level, step_key, time_ns, "
+                "message, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.tenant,
+                        r.task_id,
+                        r.revision,
+                        r.index,
+                        r.level,
+                        r.step_key,
+                        r.time_ns,
+                        r.message,
+                        r.data,
+                    )
+                    for r in batch.logs
+                ],
+            )
+        if batch.requests:
+            connection.executemany(
+                "INSERT OR REPLACE INTO requests (tenant, request_id, method, fingerprint, "
+                "revision, create_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (r.tenant, r.request_id, r.method, r.fingerprint, r.revision, r.create_ns)
+                    for r in batch.requests
+                ],
+            )
+        connection.execute(
+            "INSERT INTO meta (key, value) VALUES ('head', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (batch.head,),
+        )
+
+
+def _event_to_row(event: EventRecord) -> tuple[object, ...]:
+    facts = event.facts
+    return (
+        event.revision,
+        facts.tenant,
+        facts.task_id,
+        facts.kind,
+        facts.parent_id,
+        json.dumps(dict(facts.labels), sort_keys=True),
+        facts.state,
+        facts.previous_state,
+        int(event.is_log),
+        int(event.at_rest),
+        event.commit_ns,
+        event.data,
+    )
+
+
+def _event_from_row(row: tuple[object, ...]) -> EventRecord:
+    (revision, tenant, task_id, kind, parent_id, labels, state, previous_state,
+     is_log, at_rest, commit_ns, data) = row  # fmt: skip
+    facts = TaskFacts(
+        tenant=str(tenant),
+        task_id=str(task_id),
+        kind=str(kind),
+        parent_id=str(parent_id),
+        labels=json.loads(str(labels)),
+        state=int(state),  # type: ignore[call-overload]
+        previous_state=int(previous_state),  # type: ignore[call-overload]
+    )
+    return EventRecord(
+        revision=int(revision),  # type: ignore[call-overload]
+        facts=facts,
+        is_log=bool(is_log),
+        at_rest=bool(at_rest),
+        commit_ns=int(commit_ns),  # type: ignore[call-overload]
+        data=bytes(data),  # type: ignore[call-overload]
+    )
