@@ -1,0 +1,431 @@
+"""An async client for headway.v1.TaskService.
+
+A thin, typed layer over the generated stub: keyword arguments instead of
+request messages, typed exceptions instead of `AioRpcError`, a request_id on
+every mutation (so a caller that retries never applies a change twice), and
+`subscribe()` as an async iterator of events. The raw stub stays reachable as
+`client.stub` for anything this layer does not cover.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
+
+from headway.client.errors import from_rpc_error
+from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
+
+Response = TypeVar("Response", bound=Message)
+StepLike = str | task_service_pb2.StepSpec
+Metadata = Sequence[tuple[str, str]]
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _step_spec(step: StepLike) -> task_service_pb2.StepSpec:
+    return task_service_pb2.StepSpec(key=step) if isinstance(step, str) else step
+
+
+def task_filter(
+    *,
+    task_ids: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    states: Sequence[task_pb2.TaskState.ValueType] = (),
+    parent_id: str = "",
+) -> task_service_pb2.TaskFilter:
+    return task_service_pb2.TaskFilter(
+        task_ids=task_ids, kinds=kinds, labels=labels or {}, states=states, parent_id=parent_id
+    )
+
+
+class HeadwayClient:
+    """Calls TaskService on one channel. Use as `async with HeadwayClient(target) as client:`."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        timeout: float | None = 30.0,
+        metadata: Metadata = (),
+    ) -> None:
+        self._own_channel = channel is None
+        self.channel = channel or grpc.aio.insecure_channel(target)
+        self.stub = task_service_pb2_grpc.TaskServiceStub(self.channel)
+        self.timeout = timeout
+        self.metadata = tuple(metadata)
+
+    async def __aenter__(self) -> HeadwayClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_channel:
+            await self.channel.close(None)
+
+    async def _call(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Message,
+        timeout: float | None,
+    ) -> Response:
+        try:
+            return await method(request, timeout=timeout or self.timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+
+    # -- mutations ----------------------------------------------------------------
+
+    async def create_task(
+        self,
+        task_id: str = "",
+        *,
+        display_name: str = "",
+        kind: str = "",
+        labels: Mapping[str, str] | None = None,
+        parent_id: str = "",
+        steps: Sequence[StepLike] = (),
+        message: str = "",
+        max_iterations: int = 0,
+        metrics: Mapping[str, float] | None = None,
+        start: bool = False,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.CreateTaskRequest(
+            task_id=task_id,
+            display_name=display_name,
+            kind=kind,
+            labels=labels or {},
+            parent_id=parent_id,
+            steps=[_step_spec(step) for step in steps],
+            message=message,
+            max_iterations=max_iterations,
+            metrics=metrics or {},
+            start=start,
+            request_id=request_id or _new_request_id(),
+        )
+        response = await self._call(self.stub.CreateTask, request, timeout)
+        return response.task
+
+    async def start_task(
+        self,
+        task_id: str,
+        *,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.StartTaskRequest(
+            task_id=task_id,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.StartTask, request, timeout)).task
+
+    async def add_steps(
+        self,
+        task_id: str,
+        steps: Sequence[StepLike],
+        *,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.AddStepsRequest(
+            task_id=task_id,
+            steps=[_step_spec(step) for step in steps],
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.AddSteps, request, timeout)).task
+
+    async def update_step(
+        self,
+        task_id: str,
+        step_key: str,
+        *,
+        state: task_pb2.StepState.ValueType = task_pb2.STEP_STATE_UNSPECIFIED,
+        progress: task_pb2.Progress | None = None,
+        message: str | None = None,
+        restart: bool = False,
+        error: task_pb2.TaskError | None = None,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.UpdateStepRequest(
+            task_id=task_id,
+            step_key=step_key,
+            state=state,
+            progress=progress,
+            message=message,
+            restart=restart,
+            error=error,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.UpdateStep, request, timeout)).task
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        progress: task_pb2.Progress | None = None,
+        message: str | None = None,
+        iteration: int | None = None,
+        max_iterations: int | None = None,
+        metrics: Mapping[str, float] | None = None,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.UpdateTaskRequest(
+            task_id=task_id,
+            progress=progress,
+            message=message,
+            iteration=iteration,
+            max_iterations=max_iterations,
+            metrics=metrics or {},
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.UpdateTask, request, timeout)).task
+
+    async def append_logs(
+        self,
+        task_id: str,
+        entries: Sequence[log_pb2.LogEntry | str],
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_service_pb2.AppendLogsResponse:
+        request = task_service_pb2.AppendLogsRequest(
+            task_id=task_id,
+            entries=[
+                log_pb2.LogEntry(message=entry) if isinstance(entry, str) else entry
+                for entry in entries
+            ],
+            request_id=request_id or _new_request_id(),
+        )
+        return await self._call(self.stub.AppendLogs, request, timeout)
+
+    async def add_artifacts(
+        self,
+        task_id: str,
+        artifacts: Sequence[task_pb2.Artifact],
+        *,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.AddArtifactsRequest(
+            task_id=task_id,
+            artifacts=artifacts,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.AddArtifacts, request, timeout)).task
+
+    async def succeed_task(
+        self,
+        task_id: str,
+        *,
+        message: str | None = None,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.SucceedTaskRequest(
+            task_id=task_id,
+            message=message,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.SucceedTask, request, timeout)).task
+
+    async def fail_task(
+        self,
+        task_id: str,
+        *,
+        message: str,
+        code: str = "",
+        details: Mapping[str, str] | None = None,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.FailTaskRequest(
+            task_id=task_id,
+            error=task_pb2.TaskError(code=code, message=message, details=details or {}),
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.FailTask, request, timeout)).task
+
+    async def cancel_task(
+        self,
+        task_id: str,
+        *,
+        reason: str = "",
+        requested_by: str = "",
+        force: bool = False,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.CancelTaskRequest(
+            task_id=task_id,
+            reason=reason,
+            requested_by=requested_by,
+            force=force,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.CancelTask, request, timeout)).task
+
+    async def confirm_cancel(
+        self,
+        task_id: str,
+        *,
+        reason: str = "",
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> task_pb2.Task:
+        request = task_service_pb2.ConfirmCancelRequest(
+            task_id=task_id,
+            reason=reason,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.ConfirmCancel, request, timeout)).task
+
+    async def delete_task(
+        self,
+        task_id: str,
+        *,
+        expected_revision: int = 0,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Delete a task at rest; returns the revision of the deletion."""
+        request = task_service_pb2.DeleteTaskRequest(
+            task_id=task_id,
+            expected_revision=expected_revision,
+            request_id=request_id or _new_request_id(),
+        )
+        return (await self._call(self.stub.DeleteTask, request, timeout)).revision
+
+    # -- reads --------------------------------------------------------------------
+
+    async def get_task(self, task_id: str, *, timeout: float | None = None) -> task_pb2.Task:
+        request = task_service_pb2.GetTaskRequest(task_id=task_id)
+        return (await self._call(self.stub.GetTask, request, timeout)).task
+
+    async def list_tasks(
+        self,
+        filter: task_service_pb2.TaskFilter | None = None,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> task_service_pb2.ListTasksResponse:
+        request = task_service_pb2.ListTasksRequest(
+            filter=filter, page_size=page_size, page_token=page_token
+        )
+        return await self._call(self.stub.ListTasks, request, timeout)
+
+    async def list_all_tasks(
+        self, filter: task_service_pb2.TaskFilter | None = None, *, page_size: int = 0
+    ) -> list[task_pb2.Task]:
+        """Every page of ListTasks, concatenated."""
+        tasks: list[task_pb2.Task] = []
+        token = ""
+        while True:
+            page = await self.list_tasks(filter, page_size=page_size, page_token=token)
+            tasks.extend(page.tasks)
+            token = page.next_page_token
+            if not token:
+                return tasks
+
+    async def list_logs(
+        self,
+        task_id: str,
+        *,
+        min_level: log_pb2.LogLevel.ValueType = log_pb2.LOG_LEVEL_UNSPECIFIED,
+        step_key: str = "",
+        text: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+        **time_range: Any,
+    ) -> task_service_pb2.ListLogsResponse:
+        request = task_service_pb2.ListLogsRequest(
+            task_id=task_id,
+            min_level=min_level,
+            step_key=step_key,
+            text=text,
+            page_size=page_size,
+            page_token=page_token,
+            **time_range,
+        )
+        return await self._call(self.stub.ListLogs, request, timeout)
+
+    # -- stream -------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        filter: task_service_pb2.TaskFilter | None = None,
+        *,
+        start_revision: int | None = None,
+        include_logs: bool = False,
+        end_at_rest: bool = False,
+        heartbeat_interval: timedelta | None = None,
+        on_compacted: task_service_pb2.CompactedPolicy.ValueType = (
+            task_service_pb2.COMPACTED_POLICY_UNSPECIFIED
+        ),
+    ) -> AsyncIterator[event_pb2.Event]:
+        """Every event of one Subscribe call, in order. Ends when the stream ends.
+
+        This iterator does not reconnect: a broken stream raises, and the caller
+        resumes by subscribing again with `start_revision` set to the revision
+        of the last event it processed.
+        """
+        interval = None
+        if heartbeat_interval is not None:
+            interval = Duration()
+            interval.FromTimedelta(heartbeat_interval)
+        request = task_service_pb2.SubscribeRequest(
+            filter=filter,
+            start_revision=start_revision,
+            include_logs=include_logs,
+            end_at_rest=end_at_rest,
+            heartbeat_interval=interval,
+            on_compacted=on_compacted,
+        )
+        call = self.stub.Subscribe(request, metadata=self.metadata)
+        try:
+            async for response in call:
+                for event in response.events:
+                    yield event
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from error
+        finally:
+            call.cancel()
+
+
+def _new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+__all__ = ["DEFAULT_TARGET", "HeadwayClient", "task_filter"]
