@@ -37,8 +37,13 @@ class RunningServer:
     hub: Hub
     health: HealthServicer
     settings: Settings
+    stopped: bool = False
 
     async def stop(self, grace: float | None = None) -> None:
+        """Shut down gracefully; calling it again does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         if grace is None:
             grace = self.settings.shutdown_grace.total_seconds()
         await self.health.enter_graceful_shutdown()
