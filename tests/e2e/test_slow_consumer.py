@@ -16,7 +16,7 @@ import pytest
 
 from headway.client import HeadwayClient
 from headway.client.errors import ResourceExhaustedError, from_rpc_error
-from headway.v1 import log_pb2, task_service_pb2, task_service_pb2_grpc
+from headway.v1 import event_pb2, log_pb2, task_service_pb2, task_service_pb2_grpc
 from tests.processes import ServerProcess
 from tests.streams import Collector, changes, kind, validate_ordered, validate_reliable
 
@@ -24,6 +24,14 @@ QUEUE_EVENTS = 128
 AGENTS = 4
 BATCHES = 600
 ENTRY = "x" * 2000  # five of these per event: ~10 kB, ~24 MB in all
+
+
+async def drain(call: object, received: list[event_pb2.Event]) -> None:
+    """Read a stream to its end; the test expects that end to be an error."""
+    while True:
+        response = await asyncio.wait_for(call.read(), 30)  # type: ignore[attr-defined]
+        assert response is not grpc.aio.EOF, "stream ended without an error"
+        received.extend(response.events)
 
 
 @pytest.fixture
@@ -73,10 +81,7 @@ async def test_slow_subscriber_is_evicted_and_others_keep_up(server: ServerProce
     # holding a gap-free prefix it can resume from.
     received = list(first.events)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        while True:
-            response = await asyncio.wait_for(call.read(), 30)
-            assert response is not grpc.aio.EOF, "stream ended without an error"
-            received.extend(response.events)
+        await drain(call, received)
     error = from_rpc_error(raised.value)
     assert isinstance(error, ResourceExhaustedError)
     assert error.reason == "SUBSCRIBER_TOO_SLOW"

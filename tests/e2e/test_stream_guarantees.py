@@ -66,7 +66,8 @@ async def test_snapshot_then_synced(client: HeadwayClient) -> None:
     assert [e.revision for e in events[:2]] == [2, 3]
     assert events[0].snapshot == await client.get_task("b")
     assert events[2].revision == head
-    assert kinds[3] == "created" and events[3].created.id == "c"
+    assert kinds[3] == "created"
+    assert events[3].created.id == "c"
     assert events[3].revision == head + 1
 
 
@@ -292,7 +293,8 @@ async def test_logs_only_when_asked(client: HeadwayClient) -> None:
     events = await with_logs.wait_revision(response.revision)
     logged = events[-1].logs_appended
     assert logged.task_id == "g"
-    assert logged.entries[0].message == "hot" and logged.entries[0].fields["k"] == "v"
+    assert logged.entries[0].message == "hot"
+    assert logged.entries[0].fields["k"] == "v"
     await without.wait_revision(response.revision)
     assert not [e for e in without.events if kind(e) == "logs_appended"]
     await with_logs.stop()
