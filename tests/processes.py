@@ -17,9 +17,10 @@ _SERVING = re.compile(r"headway serving on port (\d+)")
 class ServerProcess:
     """`python -m headway.server` on a free port; stopped with SIGTERM like a real deployment."""
 
-    def __init__(self, database: Path, *args: str) -> None:
+    def __init__(self, database: Path, *args: str, address: str = "127.0.0.1:0") -> None:
         self.database = database
         self.args = args
+        self.address = address
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.log = database.with_suffix(".log")
@@ -32,7 +33,7 @@ class ServerProcess:
                     "-m",
                     "headway.server",
                     "--address",
-                    "127.0.0.1:0",
+                    self.address,
                     "--database",
                     str(self.database),
                     *self.args,

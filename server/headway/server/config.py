@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         timedelta(seconds=30), description="How often history is checked for compaction."
     )
     idempotency_window: timedelta = Field(
-        timedelta(hours=24), description="How long a request_id is remembered."
+        timedelta(hours=1), description="How long a request_id is remembered."
     )
     idempotency_max_records: int = Field(
         100_000, ge=1, description="Most request_ids remembered; the oldest are forgotten first."
@@ -62,9 +62,15 @@ class Settings(BaseSettings):
         4096, ge=1, description="Events queued for one subscriber before it is ended as too slow."
     )
     max_subscribers: int = Field(10_000, ge=1, description="Concurrent Subscribe streams.")
-    heartbeat_default: timedelta = Field(timedelta(seconds=30))
-    heartbeat_min: timedelta = Field(timedelta(seconds=1))
-    heartbeat_max: timedelta = Field(timedelta(minutes=5))
+    heartbeat_default: timedelta = Field(
+        timedelta(seconds=30), description="Heartbeat interval when a subscriber asks for none."
+    )
+    heartbeat_min: timedelta = Field(
+        timedelta(seconds=1), description="Shortest heartbeat interval a subscriber may ask for."
+    )
+    heartbeat_max: timedelta = Field(
+        timedelta(minutes=5), description="Longest heartbeat interval a subscriber may ask for."
+    )
     max_batch_mutations: int = Field(
         1024, ge=1, description="Mutations committed together in one transaction at most."
     )
