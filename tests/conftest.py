@@ -54,8 +54,10 @@ class ServerHarness:
         await self.stop()
         return await self.start()
 
-    def client(self, **options: object) -> HeadwayClient:
-        client = HeadwayClient(self.target, **options)  # type: ignore[arg-type]
+    def client(self) -> HeadwayClient:
+        # A private subchannel pool makes each client behave like a separate process:
+        # it does not inherit the connection backoff of clients that saw a restart.
+        client = HeadwayClient(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
         self._clients.append(client)
         return client
 

@@ -55,9 +55,10 @@ class HeadwayClient:
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = 30.0,
         metadata: Metadata = (),
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self._own_channel = channel is None
-        self.channel = channel or grpc.aio.insecure_channel(target)
+        self.channel = channel or grpc.aio.insecure_channel(target, options=options)
         self.stub = task_service_pb2_grpc.TaskServiceStub(self.channel)
         self.timeout = timeout
         self.metadata = tuple(metadata)
