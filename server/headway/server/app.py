@@ -9,7 +9,7 @@ mutations finish within the grace period, and only then the store closes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -63,9 +63,16 @@ class RunningServer:
 
 
 async def create_server(
-    settings: Settings, *, clock: Callable[[], int] | None = None
+    settings: Settings,
+    *,
+    clock: Callable[[], int] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
-    """Open the store, bind `settings.address` and start serving; port 0 picks a free port."""
+    """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
+
+    `clock` (nanoseconds since the epoch) and `interceptors` let tests control
+    time and inject faults around real handlers.
+    """
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
     hub = Hub(capacity=settings.subscriber_queue_events, max_subscribers=settings.max_subscribers)
     engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
@@ -73,6 +80,7 @@ async def create_server(
 
     max_message = settings.limits.max_message_bytes
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
