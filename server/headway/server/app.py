@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,7 +67,7 @@ async def create_server(
     settings: Settings,
     *,
     clock: Callable[[], int] | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
