@@ -213,7 +213,7 @@ async def test_compacted_history_resyncs_or_fails(
         for i in range(1, 20):
             await client.update_step("c", "s", progress=task_pb2.Progress(fraction=i / 20))
         assert harness.running is not None
-        await harness.running.engine.compact()
+        await harness.running.janitor.compact()
         oldest = harness.running.engine.compacted
         assert oldest == 15
 

@@ -129,6 +129,42 @@ STEP_STATE_CANCELLED: StepState.ValueType  # 6
 """The step was stopped because its task ended first. Final."""
 Global___StepState: _TypeAlias = StepState  # noqa: Y015
 
+class _EstimateBasis:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EstimateBasisEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EstimateBasis.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ESTIMATE_BASIS_UNSPECIFIED: _EstimateBasis.ValueType  # 0
+    """No estimate: nothing is known yet. A task or step with this basis carries
+    no finish time; Headway never makes one up.
+    """
+    ESTIMATE_BASIS_RATE: _EstimateBasis.ValueType  # 1
+    """The observed rate of progress, smoothed."""
+    ESTIMATE_BASIS_HISTORY: _EstimateBasis.ValueType  # 2
+    """The durations of earlier tasks of the same kind (and their steps of the same key)."""
+    ESTIMATE_BASIS_AGENT: _EstimateBasis.ValueType  # 3
+    """The durations the agent declared (`StepSpec.expected_duration`)."""
+    ESTIMATE_BASIS_COMBINED: _EstimateBasis.ValueType  # 4
+    """Several of the above, weighted by how much evidence each has."""
+
+class EstimateBasis(_EstimateBasis, metaclass=_EstimateBasisEnumTypeWrapper):
+    """What an estimate is based on."""
+
+ESTIMATE_BASIS_UNSPECIFIED: EstimateBasis.ValueType  # 0
+"""No estimate: nothing is known yet. A task or step with this basis carries
+no finish time; Headway never makes one up.
+"""
+ESTIMATE_BASIS_RATE: EstimateBasis.ValueType  # 1
+"""The observed rate of progress, smoothed."""
+ESTIMATE_BASIS_HISTORY: EstimateBasis.ValueType  # 2
+"""The durations of earlier tasks of the same kind (and their steps of the same key)."""
+ESTIMATE_BASIS_AGENT: EstimateBasis.ValueType  # 3
+"""The durations the agent declared (`StepSpec.expected_duration`)."""
+ESTIMATE_BASIS_COMBINED: EstimateBasis.ValueType  # 4
+"""Several of the above, weighted by how much evidence each has."""
+Global___EstimateBasis: _TypeAlias = EstimateBasis  # noqa: Y015
+
 @_typing.final
 class Progress(_message.Message):
     """How far a unit of work (a step, or a task without steps) has come.
@@ -267,15 +303,27 @@ class CancelRequest(_message.Message):
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
     REQUEST_TIME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    FORCED_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """Why the task should stop, for humans. Up to 1024 characters."""
     requested_by: _builtins.str
     """Who asked, for humans, such as a user name or a service name. Up to 256 characters."""
     revision: _builtins.int
     """The revision of the change that recorded the request. Output only."""
+    forced: _builtins.bool
+    """True when the task was cancelled by the server because the agent did not
+    confirm before `deadline_time`. Output only.
+    """
     @_builtins.property
     def request_time(self) -> _timestamp_pb2.Timestamp:
         """When the request was recorded. Output only."""
+
+    @_builtins.property
+    def deadline_time(self) -> _timestamp_pb2.Timestamp:
+        """When the server cancels the task by itself if the agent has not confirmed
+        by then. Output only.
+        """
 
     def __init__(
         self,
@@ -284,14 +332,82 @@ class CancelRequest(_message.Message):
         requested_by: _builtins.str = ...,
         request_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        forced: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "request_time", b"request_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "request_time", b"request_time", "requested_by", b"requested_by", "revision", b"revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline_time", b"deadline_time", "forced", b"forced", "reason", b"reason", "request_time", b"request_time", "requested_by", b"requested_by", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
+
+@_typing.final
+class Estimate(_message.Message):
+    """The server's estimate of when a running task or step will finish.
+
+    Recomputed with every change of the task. `finish_time` is absolute, so an
+    estimate stays meaningful between changes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BASIS_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    EARLIEST_FINISH_TIME_FIELD_NUMBER: _builtins.int
+    LATEST_FINISH_TIME_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    COMPUTE_TIME_FIELD_NUMBER: _builtins.int
+    basis: Global___EstimateBasis.ValueType
+    """What the estimate is based on. When UNSPECIFIED, no other field is set."""
+    confidence: _builtins.float
+    """How much evidence stands behind the estimate, from 0 (a guess) to 1."""
+    rate: _builtins.float
+    """The smoothed rate of progress, as a fraction of the work per second; 0 when unknown."""
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """The estimated finish time."""
+
+    @_builtins.property
+    def remaining(self) -> _duration_pb2.Duration:
+        """The estimated time left, as of `compute_time`."""
+
+    @_builtins.property
+    def earliest_finish_time(self) -> _timestamp_pb2.Timestamp:
+        """A plausible earliest and latest finish, when the evidence has a spread
+        (history quantiles, or the variability of the observed rate); unset otherwise.
+        """
+
+    @_builtins.property
+    def latest_finish_time(self) -> _timestamp_pb2.Timestamp:
+        """See `earliest_finish_time`."""
+
+    @_builtins.property
+    def compute_time(self) -> _timestamp_pb2.Timestamp:
+        """When the estimate was computed."""
+
+    def __init__(
+        self,
+        *,
+        basis: Global___EstimateBasis.ValueType = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+        remaining: _duration_pb2.Duration | None = ...,
+        confidence: _builtins.float = ...,
+        earliest_finish_time: _timestamp_pb2.Timestamp | None = ...,
+        latest_finish_time: _timestamp_pb2.Timestamp | None = ...,
+        rate: _builtins.float = ...,
+        compute_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["compute_time", b"compute_time", "earliest_finish_time", b"earliest_finish_time", "finish_time", b"finish_time", "latest_finish_time", b"latest_finish_time", "remaining", b"remaining"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "compute_time", b"compute_time", "confidence", b"confidence", "earliest_finish_time", b"earliest_finish_time", "finish_time", b"finish_time", "latest_finish_time", b"latest_finish_time", "rate", b"rate", "remaining", b"remaining"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Estimate: _TypeAlias = Estimate  # noqa: Y015
 
 @_typing.final
 class Artifact(_message.Message):
@@ -354,6 +470,7 @@ class Step(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     RESTART_COUNT_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """A stable identifier, unique within the task, chosen by the agent:
     1 to 63 characters of lowercase letters, digits, '-', '_' and '.', starting
@@ -371,8 +488,10 @@ class Step(_message.Message):
     """
     fraction: _builtins.float
     """How much of the step is done, from 0.0 to 1.0, as used by the roll-up:
-    1 when SUCCEEDED or SKIPPED, the reported fraction when RUNNING (0 when
-    indeterminate), 0 otherwise. Output only.
+    1 when SUCCEEDED or SKIPPED, 0 when PENDING, otherwise the reported
+    fraction (0 when indeterminate): a FAILED or CANCELLED step keeps what it
+    had reached, so the task's progress does not jump back when a step stops.
+    Output only.
     """
     message: _builtins.str
     """A short status line, such as "fetching page 3". Up to 1024 characters."""
@@ -398,6 +517,12 @@ class Step(_message.Message):
     def error(self) -> Global___TaskError:
         """Why the step failed; set only when the state is FAILED."""
 
+    @_builtins.property
+    def eta(self) -> Global___Estimate:
+        """When the step will finish, while it is RUNNING (or PENDING within a running
+        task). Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -414,10 +539,11 @@ class Step(_message.Message):
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         error: Global___TaskError | None = ...,
         restart_count: _builtins.int = ...,
+        eta: Global___Estimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "expected_duration", b"expected_duration", "finish_time", b"finish_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "eta", b"eta", "expected_duration", b"expected_duration", "finish_time", b"finish_time", "progress", b"progress", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "error", b"error", "expected_duration", b"expected_duration", "finish_time", b"finish_time", "fraction", b"fraction", "index", b"index", "key", b"key", "message", b"message", "progress", b"progress", "restart_count", b"restart_count", "start_time", b"start_time", "state", b"state", "weight", b"weight"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "error", b"error", "eta", b"eta", "expected_duration", b"expected_duration", "finish_time", b"finish_time", "fraction", b"fraction", "index", b"index", "key", b"key", "message", b"message", "progress", b"progress", "restart_count", b"restart_count", "start_time", b"start_time", "state", b"state", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -496,6 +622,10 @@ class Task(_message.Message):
     FINISH_TIME_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CREATE_REVISION_FIELD_NUMBER: _builtins.int
+    ETA_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    STALLED_FIELD_NUMBER: _builtins.int
+    LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's identifier, unique within its tenant: 1 to 128 characters of
     letters, digits, '-', '_' and '.', starting with a letter or a digit.
@@ -533,6 +663,12 @@ class Task(_message.Message):
     """
     create_revision: _builtins.int
     """The revision of the change that created the task. Output only."""
+    stalled: _builtins.bool
+    """True while the task is RUNNING and its agent has not reported for longer
+    than `lease_duration`. The agent's next report clears it. A task stalled
+    for longer than the server's agent-lost limit is FAILED with the error code
+    `AGENT_LOST`. Output only.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels for filtering. Keys: 1 to 63 characters of lowercase letters,
@@ -584,6 +720,23 @@ class Task(_message.Message):
     def finish_time(self) -> _timestamp_pb2.Timestamp:
         """When the task reached a resting state. Output only."""
 
+    @_builtins.property
+    def eta(self) -> Global___Estimate:
+        """When the task will finish, while it is not at rest. Output only."""
+
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """How long the agent may stay silent before the task is marked `stalled`.
+        Every report of the agent (any mutation of the task except CancelTask and
+        DeleteTask, and Heartbeat) renews the lease. Set at creation.
+        """
+
+    @_builtins.property
+    def last_report_time(self) -> _timestamp_pb2.Timestamp:
+        """When the agent last reported (a mutation or a Heartbeat), as of the task's
+        last change. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -610,10 +763,14 @@ class Task(_message.Message):
         finish_time: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
         create_revision: _builtins.int = ...,
+        eta: Global___Estimate | None = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
+        stalled: _builtins.bool = ...,
+        last_report_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "create_time", b"create_time", "error", b"error", "finish_time", b"finish_time", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "create_time", b"create_time", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "display_name", b"display_name", "error", b"error", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

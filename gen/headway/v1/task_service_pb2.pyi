@@ -86,11 +86,11 @@ class TaskFilter(_message.Message):
     """Only direct children of this task."""
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these tasks. At most 1000 ids."""
+        """Only these tasks. At most 1000 ids (the server's `max_filter_values`)."""
 
     @_builtins.property
     def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only tasks of these kinds. At most 100."""
+        """Only tasks of these kinds. At most 1000 (the server's `max_filter_values`)."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -210,6 +210,7 @@ class CreateTaskRequest(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     START_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LEASE_DURATION_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id; see Task.id. When empty the server makes one (a UUID)."""
     display_name: _builtins.str
@@ -238,6 +239,13 @@ class CreateTaskRequest(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Initial metrics; see Task.metrics."""
 
+    @_builtins.property
+    def lease_duration(self) -> _duration_pb2.Duration:
+        """How long the agent may stay silent before the task is marked stalled; see
+        Task.lease_duration. Unset or zero means the server default; values are
+        clamped to the server's bounds.
+        """
+
     def __init__(
         self,
         *,
@@ -252,10 +260,11 @@ class CreateTaskRequest(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         start: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        lease_duration: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "kind", b"kind", "labels", b"labels", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,7 +446,8 @@ class UpdateStepRequest(_message.Message):
     @_builtins.property
     def progress(self) -> _task_pb2.Progress:
         """The new progress. Reporting progress on a PENDING step starts it. While
-        the step runs, its fraction may not decrease unless `restart` is set.
+        the step runs, its fraction may not decrease, nor turn indeterminate after
+        a measurable value, unless `restart` is set (`PROGRESS_REGRESSED`).
         """
 
     @_builtins.property
@@ -858,6 +868,7 @@ class CancelTaskRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     REQUESTED_BY_FIELD_NUMBER: _builtins.int
     FORCE_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
@@ -872,6 +883,12 @@ class CancelTaskRequest(_message.Message):
     """Makes the call conditional; see TaskService."""
     request_id: _builtins.str
     """Makes the call idempotent; see TaskService."""
+    @_builtins.property
+    def deadline(self) -> _duration_pb2.Duration:
+        """How long the agent has to confirm before the server cancels the task by
+        itself. Unset or zero means the server default; clamped to the server's bounds.
+        """
+
     def __init__(
         self,
         *,
@@ -879,12 +896,13 @@ class CancelTaskRequest(_message.Message):
         reason: _builtins.str = ...,
         requested_by: _builtins.str = ...,
         force: _builtins.bool = ...,
+        deadline: _duration_pb2.Duration | None = ...,
         expected_revision: _builtins.int = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_revision", b"expected_revision", "force", b"force", "reason", b"reason", "request_id", b"request_id", "requested_by", b"requested_by", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline", "expected_revision", b"expected_revision", "force", b"force", "reason", b"reason", "request_id", b"request_id", "requested_by", b"requested_by", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -971,6 +989,62 @@ class ConfirmCancelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmCancelResponse: _TypeAlias = ConfirmCancelResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatRequest(_message.Message):
+    """The request of Heartbeat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TASK_ID_FIELD_NUMBER: _builtins.int
+    task_id: _builtins.str
+    """The task whose lease to renew. Required."""
+    def __init__(
+        self,
+        *,
+        task_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["task_id", b"task_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    """The response of Heartbeat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUEST_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The task's revision (unchanged unless the heartbeat cleared `stalled`)."""
+    @_builtins.property
+    def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the renewed lease runs out."""
+
+    @_builtins.property
+    def cancel_request(self) -> _task_pb2.CancelRequest:
+        """The task's pending cancel request, if a viewer asked to cancel."""
+
+    def __init__(
+        self,
+        *,
+        lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_request: _task_pb2.CancelRequest | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "lease_expire_time", b"lease_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "lease_expire_time", b"lease_expire_time", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
 
 @_typing.final
 class DeleteTaskRequest(_message.Message):

@@ -109,6 +109,11 @@ class TaskServiceStub:
                 request_serializer=headway_dot_v1_dot_task__service__pb2.ConfirmCancelRequest.SerializeToString,
                 response_deserializer=headway_dot_v1_dot_task__service__pb2.ConfirmCancelResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/headway.v1.TaskService/Heartbeat',
+                request_serializer=headway_dot_v1_dot_task__service__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=headway_dot_v1_dot_task__service__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
         self.DeleteTask = channel.unary_unary(
                 '/headway.v1.TaskService/DeleteTask',
                 request_serializer=headway_dot_v1_dot_task__service__pb2.DeleteTaskRequest.SerializeToString,
@@ -188,8 +193,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateStep(self, request, context):
-        """Changes a step's state, progress or message. Starting a step of a PENDING
-        task starts the task. Progress of a RUNNING step may not move backwards
+        """Changes a step's state, progress or message. Any change of a step's state
+        or progress in a PENDING task starts the task. Progress of a RUNNING step may not move backwards
         unless `restart` is set.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
         ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
@@ -261,6 +266,16 @@ class TaskServiceServicer:
         its unfinished steps CANCELLED. Allowed with or without a pending request;
         without one, the agent's own reason is recorded as the request.
         Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Heartbeat(self, request, context):
+        """Renews the task's lease without changing anything else, and returns any
+        pending cancel request. A stalled task is no longer stalled (a change, with
+        a revision); otherwise nothing is emitted.
+        Errors: NOT_FOUND; FAILED_PRECONDITION (`TASK_AT_REST`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -381,6 +396,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ConfirmCancel,
                     request_deserializer=headway_dot_v1_dot_task__service__pb2.ConfirmCancelRequest.FromString,
                     response_serializer=headway_dot_v1_dot_task__service__pb2.ConfirmCancelResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=headway_dot_v1_dot_task__service__pb2.HeartbeatRequest.FromString,
+                    response_serializer=headway_dot_v1_dot_task__service__pb2.HeartbeatResponse.SerializeToString,
             ),
             'DeleteTask': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteTask,
@@ -725,6 +745,33 @@ class TaskService:
             '/headway.v1.TaskService/ConfirmCancel',
             headway_dot_v1_dot_task__service__pb2.ConfirmCancelRequest.SerializeToString,
             headway_dot_v1_dot_task__service__pb2.ConfirmCancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headway.v1.TaskService/Heartbeat',
+            headway_dot_v1_dot_task__service__pb2.HeartbeatRequest.SerializeToString,
+            headway_dot_v1_dot_task__service__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,8 +70,8 @@ class TaskServiceStub:
     (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_STEPS`).
     """
     UpdateStep: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.UpdateStepRequest, _task_service_pb2.UpdateStepResponse]
-    """Changes a step's state, progress or message. Starting a step of a PENDING
-    task starts the task. Progress of a RUNNING step may not move backwards
+    """Changes a step's state, progress or message. Any change of a step's state
+    or progress in a PENDING task starts the task. Progress of a RUNNING step may not move backwards
     unless `restart` is set.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
     ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
@@ -115,6 +115,12 @@ class TaskServiceStub:
     its unfinished steps CANCELLED. Allowed with or without a pending request;
     without one, the agent's own reason is recorded as the request.
     Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
+    """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.HeartbeatRequest, _task_service_pb2.HeartbeatResponse]
+    """Renews the task's lease without changing anything else, and returns any
+    pending cancel request. A stalled task is no longer stalled (a change, with
+    a revision); otherwise nothing is emitted.
+    Errors: NOT_FOUND; FAILED_PRECONDITION (`TASK_AT_REST`).
     """
     DeleteTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.DeleteTaskRequest, _task_service_pb2.DeleteTaskResponse]
     """Deletes a task at rest, with its logs. Subscribers see a `deleted` event.
@@ -196,8 +202,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_STEPS`).
     """
     UpdateStep: _aio.UnaryUnaryMultiCallable[_task_service_pb2.UpdateStepRequest, _task_service_pb2.UpdateStepResponse]  # type: ignore[assignment]
-    """Changes a step's state, progress or message. Starting a step of a PENDING
-    task starts the task. Progress of a RUNNING step may not move backwards
+    """Changes a step's state, progress or message. Any change of a step's state
+    or progress in a PENDING task starts the task. Progress of a RUNNING step may not move backwards
     unless `restart` is set.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
     ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
@@ -241,6 +247,12 @@ class TaskServiceAsyncStub(TaskServiceStub):
     its unfinished steps CANCELLED. Allowed with or without a pending request;
     without one, the agent's own reason is recorded as the request.
     Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_task_service_pb2.HeartbeatRequest, _task_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """Renews the task's lease without changing anything else, and returns any
+    pending cancel request. A stalled task is no longer stalled (a change, with
+    a revision); otherwise nothing is emitted.
+    Errors: NOT_FOUND; FAILED_PRECONDITION (`TASK_AT_REST`).
     """
     DeleteTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.DeleteTaskRequest, _task_service_pb2.DeleteTaskResponse]  # type: ignore[assignment]
     """Deletes a task at rest, with its logs. Subscribers see a `deleted` event.
@@ -343,8 +355,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.UpdateStepRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.UpdateStepResponse, _abc.Awaitable[_task_service_pb2.UpdateStepResponse]]:
-        """Changes a step's state, progress or message. Starting a step of a PENDING
-        task starts the task. Progress of a RUNNING step may not move backwards
+        """Changes a step's state, progress or message. Any change of a step's state
+        or progress in a PENDING task starts the task. Progress of a RUNNING step may not move backwards
         unless `restart` is set.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`, `STEP_NOT_FOUND`);
         ABORTED; FAILED_PRECONDITION (`INVALID_STEP_TRANSITION`, `STEP_FINISHED`,
@@ -430,6 +442,18 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         its unfinished steps CANCELLED. Allowed with or without a pending request;
         without one, the agent's own reason is recorded as the request.
         Errors: NOT_FOUND; ABORTED; FAILED_PRECONDITION (`TASK_AT_REST`).
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _task_service_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.HeartbeatResponse, _abc.Awaitable[_task_service_pb2.HeartbeatResponse]]:
+        """Renews the task's lease without changing anything else, and returns any
+        pending cancel request. A stalled task is no longer stalled (a change, with
+        a revision); otherwise nothing is emitted.
+        Errors: NOT_FOUND; FAILED_PRECONDITION (`TASK_AT_REST`).
         """
 
     @_abc_1.abstractmethod

@@ -22,6 +22,7 @@ from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.hub import Hub
+from headway.server.janitor import Janitor
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
 
@@ -35,6 +36,7 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     engine: Engine
+    janitor: Janitor
     hub: Hub
     health: HealthServicer
     settings: Settings
@@ -56,6 +58,7 @@ class RunningServer:
             )
         )
         await self.server.stop(grace)
+        await self.janitor.stop()
         await self.engine.stop()
         logger.info("server stopped")
 
@@ -78,6 +81,7 @@ async def create_server(
     hub = Hub(capacity=settings.subscriber_queue_events, max_subscribers=settings.max_subscribers)
     engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
     await engine.start()
+    janitor = Janitor(engine)
 
     max_message = settings.limits.max_message_bytes
     server = grpc.aio.server(
@@ -86,7 +90,7 @@ async def create_server(
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings)),))
 
@@ -102,7 +106,8 @@ async def create_server(
         await engine.stop()
         raise OSError(f"cannot listen on {settings.address}: {error}") from error
     await server.start()
+    janitor.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("headway serving on port %d (database %s)", port, settings.database)
-    return RunningServer(server, port, engine, hub, health_servicer, settings)
+    return RunningServer(server, port, engine, janitor, hub, health_servicer, settings)

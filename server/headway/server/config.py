@@ -49,6 +49,38 @@ class Settings(BaseSettings):
     history_retention_events: int = Field(
         1_000_000, ge=1, description="Change events kept for resuming; older ones are compacted."
     )
+    history_retention: timedelta = Field(
+        timedelta(days=7), description="How long change events are kept for resuming."
+    )
+    task_retention: timedelta = Field(
+        timedelta(days=7), description="How long a task at rest is kept before it is deleted."
+    )
+    janitor_batch: int = Field(
+        1000, ge=1, description="Tasks deleted or events compacted per housekeeping step."
+    )
+    lease_default: timedelta = Field(
+        timedelta(seconds=60), description="An agent's lease when the task does not set one."
+    )
+    lease_min: timedelta = Field(timedelta(seconds=1), description="Shortest lease allowed.")
+    lease_max: timedelta = Field(timedelta(hours=24), description="Longest lease allowed.")
+    agent_lost_after: timedelta = Field(
+        timedelta(minutes=15),
+        description="How long a task may stay stalled before it is failed as AGENT_LOST.",
+    )
+    cancel_deadline_default: timedelta = Field(
+        timedelta(seconds=60),
+        description="How long an agent has to confirm a cancel request, by default.",
+    )
+    cancel_deadline_max: timedelta = Field(
+        timedelta(hours=1), description="Longest cancel deadline a viewer may ask for."
+    )
+    liveness_interval: timedelta = Field(
+        timedelta(seconds=1), description="How often leases and cancel deadlines are checked."
+    )
+    eta_smoothing: timedelta = Field(
+        timedelta(seconds=60),
+        description="Time constant of the progress-rate average behind rate-based ETAs.",
+    )
     compaction_interval: timedelta = Field(
         timedelta(seconds=30), description="How often history is checked for compaction."
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headway.server.config import Limits
@@ -104,6 +105,7 @@ def new_task(
     task_id: str,
     revision: int,
     now: Timestamp,
+    lease: Duration,
 ) -> task_pb2.Task:
     task = task_pb2.Task(
         id=task_id,
@@ -119,6 +121,8 @@ def new_task(
         create_time=now,
         update_time=now,
         create_revision=revision,
+        lease_duration=lease,
+        last_report_time=now,
     )
     _append_steps(task, request.steps)
     if request.start:
@@ -232,7 +236,8 @@ def update_step(
         _transition_step(task, step, target, now)
     if target == task_pb2.STEP_STATE_FAILED:
         step.error.CopyFrom(request.error)
-    if step.state == task_pb2.STEP_STATE_RUNNING and task.state == task_pb2.TASK_STATE_PENDING:
+    if step.state != task_pb2.STEP_STATE_PENDING and task.state == task_pb2.TASK_STATE_PENDING:
+        # Any step report means the agent is at work: the task runs.
         _start(task, now)
     task.update_time.CopyFrom(now)
     roll_up(task)
@@ -268,12 +273,14 @@ def _set_step_progress(
         )
     before = progress_fraction(step.progress)
     after = progress_fraction(progress)
-    regressed = before is not None and after is not None and after < before
+    # Turning indeterminate after a measurable value would drop the fraction to 0.
+    regressed = before is not None and (after is None or after < before)
     if regressed and step.state == task_pb2.STEP_STATE_RUNNING and not restarted:
         raise HeadwayError(
             Kind.FAILED_PRECONDITION,
             "PROGRESS_REGRESSED",
-            f"step {step.key!r} is at {before:.4g}; progress {after:.4g} would move it "
+            f"step {step.key!r} is at {before:.4g}; progress "
+            f"{'indeterminate' if after is None else format(after, '.4g')} would move it "
             "backwards (set restart to start the step over)",
             {"task_id": task.id, "step_key": step.key},
         )
@@ -389,18 +396,22 @@ def request_cancel(
     request: task_service_pb2.CancelTaskRequest,
     revision: int,
     now: Timestamp,
+    deadline: Duration,
 ) -> bool:
     """Record a viewer's cancel request; False when one is already pending and nothing changes."""
     ensure_mutable(task)
     if task.HasField("cancel_request") and not request.force:
         return False
     if not task.HasField("cancel_request"):
+        deadline_time = Timestamp()
+        deadline_time.FromNanoseconds(now.ToNanoseconds() + deadline.ToNanoseconds())
         task.cancel_request.CopyFrom(
             task_pb2.CancelRequest(
                 reason=request.reason,
                 requested_by=request.requested_by,
                 request_time=now,
                 revision=revision,
+                deadline_time=deadline_time,
             )
         )
     if request.force:
@@ -419,6 +430,45 @@ def confirm_cancel(task: task_pb2.Task, reason: str, revision: int, now: Timesta
             )
         )
     _finish(task, task_pb2.TASK_STATE_CANCELLED, now)
+
+
+def force_cancel(task: task_pb2.Task, now: Timestamp) -> None:
+    """The agent let its cancel deadline pass: the server ends the task itself."""
+    ensure_mutable(task)
+    task.cancel_request.forced = True
+    waited = task.cancel_request.deadline_time.ToNanoseconds() - (
+        task.cancel_request.request_time.ToNanoseconds()
+    )
+    task.message = f"cancelled by the server: the agent did not confirm within {waited / 1e9:g}s"
+    _finish(task, task_pb2.TASK_STATE_CANCELLED, now)
+
+
+def lease_expiry_ns(task: task_pb2.Task, last_report_ns: int) -> int:
+    return last_report_ns + task.lease_duration.ToNanoseconds()
+
+
+def mark_stalled(task: task_pb2.Task, last_report_ns: int, now: Timestamp) -> None:
+    """The agent went silent past its lease: flag it, keep the task RUNNING."""
+    task.stalled = True
+    task.last_report_time.FromNanoseconds(last_report_ns)
+    task.update_time.CopyFrom(now)
+
+
+def record_report(task: task_pb2.Task, now: Timestamp) -> None:
+    """The agent spoke: it is alive, whatever it said."""
+    task.stalled = False
+    task.last_report_time.CopyFrom(now)
+
+
+def fail_lost(task: task_pb2.Task, last_report_ns: int, now: Timestamp) -> None:
+    """Stalled for longer than the server waits: the agent is presumed lost."""
+    silent = (now.ToNanoseconds() - last_report_ns) / 1e9
+    error = task_pb2.TaskError(
+        code="AGENT_LOST",
+        message=f"the agent stopped reporting {silent:.0f}s ago and is presumed lost",
+    )
+    task.last_report_time.FromNanoseconds(last_report_ns)
+    fail_task(task, error, now)
 
 
 # How a task's unfinished steps are closed when it comes to rest: a success

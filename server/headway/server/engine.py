@@ -17,6 +17,7 @@ import asyncio
 import bisect
 import enum
 import hashlib
+import heapq
 import logging
 import time
 from collections import OrderedDict
@@ -26,14 +27,17 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headway.server import domain
+from headway.server import domain, eta
 from headway.server.config import Settings
 from headway.server.errors import FieldViolation, HeadwayError, Kind, task_not_found
+from headway.server.eta import Estimator
 from headway.server.filtering import TaskFacts
 from headway.server.hub import Hub
 from headway.server.store.base import (
     CommitBatch,
+    DurationRecord,
     EventRecord,
+    LeaseRow,
     LogRecord,
     RequestRecord,
     Store,
@@ -51,7 +55,28 @@ class ChangeKind(enum.Enum):
     UPDATED = "updated"
     DELETED = "deleted"
     LOGS = "logs"
+    LEASE = "lease"  # only the agent's lease was renewed: no revision, no event
     NONE = "none"
+
+
+# The calls by which an agent reports: each renews the task's lease and clears
+# `stalled`. A viewer's CancelTask and DeleteTask do not: they say nothing of
+# whether the agent is alive.
+AGENT_REPORTS = frozenset(
+    {
+        "CreateTask",
+        "StartTask",
+        "AddSteps",
+        "UpdateStep",
+        "UpdateTask",
+        "AppendLogs",
+        "AddArtifacts",
+        "SucceedTask",
+        "FailTask",
+        "ConfirmCancel",
+        "Heartbeat",
+    }
+)
 
 
 @dataclass(slots=True)
@@ -70,6 +95,7 @@ class Outcome:
     revision: int
     kind: ChangeKind
     task: task_pb2.Task
+    lease_expire_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +107,7 @@ class MutationContext:
     now: Timestamp
     now_ns: int
     lookup: Callable[[str], task_pb2.Task | None]
+    lease_expire_ns: int
 
 
 # A mutation as a pure function: the task as it stands (a private copy, or None
@@ -108,6 +135,7 @@ class _Staged:
     batch: CommitBatch
     overlay: dict[TaskKey, task_pb2.Task | None] = field(default_factory=dict)
     requests: dict[TaskKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
+    leases: dict[TaskKey, int] = field(default_factory=dict)
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
 
 
@@ -150,8 +178,15 @@ class Engine:
         self._wake = asyncio.Event()
         self._pins: dict[int, int] = {}
         self._next_pin = 0
-        self._loops: list[asyncio.Task[None]] = []
+        self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.estimator = Estimator(settings.eta_smoothing.total_seconds())
+        # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
+        # the lease of every task not at rest, the deadline of every pending cancel
+        # request, and a heap of (finish time, tenant, id) of tasks at rest.
+        self.leases: dict[TaskKey, int] = {}
+        self.cancel_deadlines: dict[TaskKey, int] = {}
+        self.finished: list[tuple[int, str, str]] = []
         self.revision = 0
         self.compacted = 0
 
@@ -163,18 +198,17 @@ class Engine:
             requests_since_ns=self._clock() - window_ns,
             max_requests=self._settings.idempotency_max_records,
         )
-        for data in loaded.tasks:
+        for data, lease_expire_ns in loaded.tasks:
             task = task_pb2.Task.FromString(data)
-            self._remember(task)
+            self._remember(task, lease_expire_ns)
         for record in loaded.requests:
             self._requests[(record.tenant, record.request_id)] = record
+        for run in loaded.durations:
+            self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         self.revision = loaded.head
         self.compacted = loaded.compacted
         self._hub.advance(self.revision)
-        self._loops = [
-            asyncio.create_task(self._commit_loop(), name="headway-commit-loop"),
-            asyncio.create_task(self._janitor_loop(), name="headway-janitor-loop"),
-        ]
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="headway-commit-loop")
         logger.info(
             "store open: %d tasks, revision %d, compacted %d",
             len(self._tasks),
@@ -186,10 +220,8 @@ class Engine:
         """Commit what is queued, then stop the loops and close the store."""
         self._stopping = True
         self._wake.set()
-        if self._loops:
-            await self._loops[0]
-            self._loops[1].cancel()
-            await asyncio.gather(self._loops[1], return_exceptions=True)
+        if self._commit_task is not None:
+            await self._commit_task
         await self._store.close()
 
     # -- reads --------------------------------------------------------------------
@@ -218,6 +250,16 @@ class Engine:
     @property
     def store(self) -> Store:
         return self._store
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def now_ns(self) -> int:
+        return self._clock()
+
+    def find(self, key: TaskKey) -> task_pb2.Task | None:
+        return self._tasks.get(key)
 
     def pin(self, revision: int) -> int:
         """Keep history after `revision` from compaction while a subscriber catches up."""
@@ -312,12 +354,12 @@ class Engine:
                 )
                 continue
             staged.answers.append((command, answer))
-        if events:
+        if staged.batch:
             staged.batch.head = staged.head
             try:
                 await self._store.commit(staged.batch)
             except Exception:
-                logger.exception("commit of %d changes failed", len(events))
+                logger.exception("commit of %d changes failed", len(staged.answers))
                 failure = HeadwayError(
                     Kind.UNAVAILABLE, "STORAGE_FAILURE", "the change could not be stored; retry"
                 )
@@ -370,12 +412,24 @@ class Engine:
             now=timestamp_of(now_ns),
             now_ns=now_ns,
             lookup=lambda task_id: _lookup(self._tasks, staged.overlay, command.tenant, task_id),
+            lease_expire_ns=staged.leases.get(key, self.leases.get(key, 0)),
         )
         change = command.apply(working, ctx)
         if change.kind is ChangeKind.NONE:
-            return Outcome(change.task.revision, ChangeKind.NONE, change.task)
-        staged.head = revision
+            # Nothing changed, but a retry must still get this answer: remember the
+            # request at the task's revision, whose event holds the task as it is.
+            outcome = Outcome(change.task.revision, ChangeKind.NONE, change.task)
+            self._record_request(command, staged, change.task.revision, now_ns)
+            return outcome
         task = change.task
+        reports = command.method in AGENT_REPORTS
+        if reports and not domain.is_resting(task.state):
+            staged.leases[key] = now_ns + task.lease_duration.ToNanoseconds()
+        lease_expire_ns = staged.leases.get(key, self.leases.get(key, 0))
+        if change.kind is ChangeKind.LEASE:
+            staged.batch.leases.append(LeaseRow(command.tenant, task.id, lease_expire_ns))
+            return Outcome(task.revision, ChangeKind.LEASE, task, lease_expire_ns)
+        staged.head = revision
         previous_state = current.state if current is not None else task.state
         event = event_pb2.Event(revision=revision, commit_time=ctx.now)
         batch = staged.batch
@@ -412,11 +466,25 @@ class Engine:
             staged.overlay[key] = None
             batch.deletes.append(key)
         else:
+            if reports:
+                domain.record_report(task, ctx.now)
+            self.estimator.refresh(task, now_ns)
+            if task.state == task_pb2.TASK_STATE_SUCCEEDED and previous_state != task.state:
+                batch.durations.extend(
+                    DurationRecord(command.tenant, task.kind, step_key, now_ns, seconds)
+                    for step_key, seconds in eta.durations(task)
+                )
             task.revision = revision
             getattr(event, change.kind.value).CopyFrom(task)
             staged.overlay[key] = task
             batch.upserts.append(
-                TaskRow(command.tenant, task.id, task.create_revision, task.SerializeToString())
+                TaskRow(
+                    command.tenant,
+                    task.id,
+                    task.create_revision,
+                    task.SerializeToString(),
+                    lease_expire_ns,
+                )
             )
         events.append(
             EventRecord(
@@ -429,40 +497,63 @@ class Engine:
             )
         )
         batch.events.append(events[-1])
-        outcome = Outcome(revision, change.kind, task)
-        if command.request_id:
-            record = RequestRecord(
-                tenant=command.tenant,
-                request_id=command.request_id,
-                method=command.method,
-                fingerprint=command.fingerprint,
-                revision=revision,
-                create_ns=now_ns,
-            )
-            staged.requests[(command.tenant, command.request_id)] = (command, record)
-            batch.requests.append(record)
-        return outcome
+        self._record_request(command, staged, revision, now_ns)
+        return Outcome(revision, change.kind, task, lease_expire_ns)
+
+    def _record_request(
+        self, command: _Command, staged: _Staged, revision: int, now_ns: int
+    ) -> None:
+        if not command.request_id:
+            return
+        record = RequestRecord(
+            tenant=command.tenant,
+            request_id=command.request_id,
+            method=command.method,
+            fingerprint=command.fingerprint,
+            revision=revision,
+            create_ns=now_ns,
+        )
+        staged.requests[(command.tenant, command.request_id)] = (command, record)
+        staged.batch.requests.append(record)
 
     def _install(self, staged: _Staged) -> None:
         """Make a committed group visible: memory, order index, request records, revision."""
+        for key, lease_expire_ns in staged.leases.items():
+            if key in self._tasks and key not in staged.overlay:
+                self.leases[key] = lease_expire_ns
         for (tenant, task_id), task in staged.overlay.items():
             if task is None:
                 self._forget(tenant, task_id)
             else:
-                self._remember(task)
+                self._remember(task, staged.leases.get((tenant, task_id)))
+        for run in staged.batch.durations:
+            self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         for request_key, (_, record) in staged.requests.items():
             self._requests[request_key] = record
         while len(self._requests) > self._settings.idempotency_max_records:
             self._requests.popitem(last=False)
         self.revision = staged.head
 
-    def _remember(self, task: task_pb2.Task) -> None:
+    def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
         key = (task.tenant, task.id)
         if key not in self._tasks:
             self._order.setdefault(task.tenant, []).append((task.create_revision, task.id))
         self._tasks[key] = task
+        if domain.is_resting(task.state):
+            self.leases.pop(key, None)
+            self.cancel_deadlines.pop(key, None)
+            heapq.heappush(self.finished, (task.finish_time.ToNanoseconds(), *key))
+            return
+        if lease_expire_ns is not None:
+            self.leases[key] = lease_expire_ns
+        elif key not in self.leases:
+            self.leases[key] = domain.lease_expiry_ns(task, task.last_report_time.ToNanoseconds())
+        if task.HasField("cancel_request"):
+            self.cancel_deadlines[key] = task.cancel_request.deadline_time.ToNanoseconds()
 
     def _forget(self, tenant: str, task_id: str) -> None:
+        self.leases.pop((tenant, task_id), None)
+        self.cancel_deadlines.pop((tenant, task_id), None)
         task = self._tasks.pop((tenant, task_id), None)
         if task is None:
             return
@@ -473,38 +564,18 @@ class Engine:
 
     # -- housekeeping -------------------------------------------------------------
 
-    async def compact(self) -> None:
-        """Drop history beyond the retention count, never past a catching-up subscriber."""
-        target = self.revision - self._settings.history_retention_events
-        if self._pins:
-            target = min(target, min(self._pins.values()))
-        if target <= self.compacted:
-            return
-        self.compacted = target
-        await self._store.compact(target)
-        logger.info("history compacted up to revision %d", target)
+    def compaction_floor(self) -> int | None:
+        """The oldest revision a catching-up subscriber still needs, if any."""
+        return min(self._pins.values()) if self._pins else None
 
-    async def prune_requests(self) -> None:
-        window_ns = int(self._settings.idempotency_window.total_seconds() * 1e9)
-        cutoff = self._clock() - window_ns
+    def forget_requests_before(self, cutoff_ns: int) -> int:
+        """Drop remembered request ids older than the cutoff; the oldest kept one's time."""
         while self._requests:
             oldest = next(iter(self._requests.values()))
-            if oldest.create_ns >= cutoff:
-                break
+            if oldest.create_ns >= cutoff_ns:
+                return oldest.create_ns
             self._requests.popitem(last=False)
-        if self._requests:
-            cutoff = max(cutoff, next(iter(self._requests.values())).create_ns)
-        await self._store.prune_requests(cutoff)
-
-    async def _janitor_loop(self) -> None:
-        interval = self._settings.compaction_interval.total_seconds()
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.compact()
-                await self.prune_requests()
-            except Exception:
-                logger.exception("housekeeping failed; will retry")
+        return cutoff_ns
 
 
 def _check_same_request(record: RequestRecord, method: str, print_: bytes) -> None:

@@ -13,7 +13,10 @@ import json
 
 from google.protobuf.message import Message
 
-from headway.server.errors import FieldViolation, invalid_argument
+from headway.server.errors import FieldViolation, HeadwayError, invalid_argument
+
+# Tokens this server issues are well under this; longer ones are refused unread.
+MAX_TOKEN_LENGTH = 512
 
 
 def query_digest(*parts: Message | str) -> str:
@@ -35,6 +38,8 @@ def decode(token: str, digest: str, width: int) -> list[int] | None:
     """The position in `token`, None for the first page; INVALID_ARGUMENT if it is not ours."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _invalid()
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
@@ -45,11 +50,15 @@ def decode(token: str, digest: str, width: int) -> list[int] | None:
             and len(position) == width
             and all(isinstance(value, int) for value in position)
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         valid = False
     if not valid:
-        raise invalid_argument(
-            [FieldViolation("page_token", "is not a token this query issued")],
-            reason="INVALID_PAGE_TOKEN",
-        )
+        raise _invalid()
     return list(position)
+
+
+def _invalid() -> HeadwayError:
+    return invalid_argument(
+        [FieldViolation("page_token", "is not a token this query issued")],
+        reason="INVALID_PAGE_TOKEN",
+    )

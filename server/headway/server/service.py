@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError, Message
 
 from headway.server import domain, paging, validation
@@ -84,6 +86,12 @@ class TaskService:
     ) -> task_service_pb2.CreateTaskResponse:
         validation.check_create(request, self._limits)
         task_id = request.task_id or str(uuid.uuid4())
+        lease = _clamped(
+            request.lease_duration,
+            default=self._settings.lease_default,
+            low=self._settings.lease_min,
+            high=self._settings.lease_max,
+        )
 
         def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
             if task is not None:
@@ -101,7 +109,12 @@ class TaskService:
                     {"parent_id": request.parent_id},
                 )
             created = domain.new_task(
-                request, tenant=ctx.tenant, task_id=task_id, revision=ctx.revision, now=ctx.now
+                request,
+                tenant=ctx.tenant,
+                task_id=task_id,
+                revision=ctx.revision,
+                now=ctx.now,
+                lease=lease,
             )
             return Change(ChangeKind.CREATED, created)
 
@@ -223,10 +236,16 @@ class TaskService:
         self, request: task_service_pb2.CancelTaskRequest, context: Context
     ) -> task_service_pb2.CancelTaskResponse:
         validation.check_cancel(request)
+        deadline = _clamped(
+            request.deadline,
+            default=self._settings.cancel_deadline_default,
+            low=timedelta(0),
+            high=self._settings.cancel_deadline_max,
+        )
 
         def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
             task = _existing(task, request.task_id)
-            changed = domain.request_cancel(task, request, ctx.revision, ctx.now)
+            changed = domain.request_cancel(task, request, ctx.revision, ctx.now, deadline)
             return Change(ChangeKind.UPDATED if changed else ChangeKind.NONE, task)
 
         outcome = await self._mutate(
@@ -260,6 +279,27 @@ class TaskService:
             expected_revision=request.expected_revision,
         )
         return task_service_pb2.ConfirmCancelResponse(task=outcome.task)
+
+    async def Heartbeat(
+        self, request: task_service_pb2.HeartbeatRequest, context: Context
+    ) -> task_service_pb2.HeartbeatResponse:
+        validation.check_heartbeat(request)
+
+        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            task = _existing(task, request.task_id)
+            domain.ensure_mutable(task)
+            # Only a stalled task changes: it is alive again. Otherwise the
+            # heartbeat renews the lease and nobody else needs to hear of it.
+            return Change(ChangeKind.UPDATED if task.stalled else ChangeKind.LEASE, task)
+
+        outcome = await self._mutate(
+            context, "Heartbeat", request, request.task_id, apply, request_id=""
+        )
+        response = task_service_pb2.HeartbeatResponse(revision=outcome.task.revision)
+        response.lease_expire_time.FromNanoseconds(outcome.lease_expire_ns)
+        if outcome.task.HasField("cancel_request"):
+            response.cancel_request.CopyFrom(outcome.task.cancel_request)
+        return response
 
     async def DeleteTask(
         self, request: task_service_pb2.DeleteTaskRequest, context: Context
@@ -377,6 +417,16 @@ class TaskService:
             self._engine, self._hub, self._settings, tenant_of(context), request
         )
         await subscription.serve(context)
+
+
+def _clamped(
+    requested: duration_pb2.Duration, *, default: timedelta, low: timedelta, high: timedelta
+) -> duration_pb2.Duration:
+    """A client's duration, or the server default when unset, within the server's bounds."""
+    chosen = requested.ToTimedelta() if requested.ToNanoseconds() > 0 else default
+    clamped = duration_pb2.Duration()
+    clamped.FromTimedelta(min(max(chosen, low), high))
+    return clamped
 
 
 def _existing(task: task_pb2.Task | None, task_id: str) -> task_pb2.Task:

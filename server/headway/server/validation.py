@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
+from google.protobuf import duration_pb2
+
 from headway.server.config import Limits
 from headway.server.errors import FieldViolation, invalid_argument
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
@@ -140,9 +142,11 @@ class Violations:
             self.text(f"{path}.display_name", spec.display_name, max_length=MAX_DISPLAY_NAME)
             if not (math.isfinite(spec.weight) and 0.0 <= spec.weight <= MAX_WEIGHT):
                 self.add(f"{path}.weight", f"must be between 0 (default 1) and {MAX_WEIGHT:g}")
-            duration = spec.expected_duration
-            if duration.seconds < 0 or duration.nanos < 0:
-                self.add(f"{path}.expected_duration", "must not be negative")
+            self.duration(f"{path}.expected_duration", spec.expected_duration)
+
+    def duration(self, field: str, value: duration_pb2.Duration) -> None:
+        if value.seconds < 0 or value.nanos < 0:
+            self.add(field, "must not be negative")
 
     def page(self, page_size: int, limits: Limits) -> int:
         if page_size < 0:
@@ -176,7 +180,12 @@ def check_create(request: task_service_pb2.CreateTaskRequest, limits: Limits) ->
         v.add("max_iterations", "must not be negative")
     v.metrics("metrics", request.metrics, limits)
     v.request_id(request.request_id)
+    v.duration("lease_duration", request.lease_duration)
     v.raise_if_any()
+
+
+def check_heartbeat(request: task_service_pb2.HeartbeatRequest) -> None:
+    _check_target(request.task_id, 0, "")
 
 
 def check_start(request: task_service_pb2.StartTaskRequest) -> None:
@@ -319,6 +328,7 @@ def check_cancel(request: task_service_pb2.CancelTaskRequest) -> None:
     v = _target(request.task_id, request.expected_revision, request.request_id)
     v.text("reason", request.reason, max_length=MAX_REASON)
     v.text("requested_by", request.requested_by, max_length=MAX_REQUESTED_BY)
+    v.duration("deadline", request.deadline)
     v.raise_if_any()
 
 

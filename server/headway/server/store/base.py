@@ -59,10 +59,33 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True)
 class TaskRow:
+    """A task as stored, with its agent's lease (kept beside it, outside the revisioned state)."""
+
     tenant: str
     task_id: str
     create_revision: int
     data: bytes
+    lease_expire_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """A lease renewed without any other change (a heartbeat, a log append)."""
+
+    tenant: str
+    task_id: str
+    lease_expire_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DurationRecord:
+    """How long a successful task of a kind, or one of its steps, took; the ETA's history."""
+
+    tenant: str
+    kind: str
+    step_key: str
+    finish_ns: int
+    seconds: float
 
 
 @dataclass(slots=True)
@@ -75,6 +98,11 @@ class CommitBatch:
     events: list[EventRecord] = field(default_factory=list)
     logs: list[LogRecord] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
+    leases: list[LeaseRow] = field(default_factory=list)
+    durations: list[DurationRecord] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.leases or self.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +126,9 @@ class LoadedState:
 
     head: int
     compacted: int
-    tasks: Sequence[bytes]
+    tasks: Sequence[tuple[bytes, int]]
     requests: Sequence[RequestRecord]
+    durations: Sequence[DurationRecord]
 
 
 class Store(Protocol):
@@ -128,11 +157,22 @@ class Store(Protocol):
         ...
 
     async def compact(self, upto: int) -> None:
-        """Forget changes with revision <= upto; remember `upto` as compacted."""
+        """Forget changes with revision <= upto; remember `upto` as compacted.
+
+        The engine calls it in bounded steps, so each transaction stays short.
+        """
         ...
 
     async def prune_requests(self, before_ns: int) -> None:
         """Forget request ids recorded before this time."""
+        ...
+
+    async def prune_durations(self, keep: int) -> None:
+        """Keep only the newest `keep` durations of each (tenant, kind, step key)."""
+        ...
+
+    async def revision_before(self, commit_ns: int) -> int:
+        """The newest revision committed before this time, or 0."""
         ...
 
     async def close(self) -> None:

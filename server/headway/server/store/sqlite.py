@@ -21,6 +21,7 @@ from typing import TypeVar
 from headway.server.filtering import TaskFacts
 from headway.server.store.base import (
     CommitBatch,
+    DurationRecord,
     EventRecord,
     LoadedState,
     LogQuery,
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT NOT NULL,
     create_revision INTEGER NOT NULL,
     data BLOB NOT NULL,
+    lease_expire_ns INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, task_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -77,6 +79,15 @@ CREATE TABLE IF NOT EXISTS requests (
     PRIMARY KEY (tenant, request_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS requests_by_time ON requests (create_ns);
+CREATE TABLE IF NOT EXISTS durations (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    step_key TEXT NOT NULL,
+    finish_ns INTEGER NOT NULL,
+    seconds REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS durations_by_key ON durations (tenant, kind, step_key, finish_ns);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ns);
 """
 
 _EVENT_COLUMNS = (
@@ -102,6 +113,8 @@ class SqliteStore:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA busy_timeout = 5000")
         connection.execute(f"PRAGMA synchronous = {self._synchronous}")
+        # SQLite's lower() folds ASCII only; log search must ignore case in any script.
+        connection.create_function("contains_folded", 2, _contains_folded, deterministic=True)
         return connection
 
     async def _on_writer_thread(self, work: Callable[[], T]) -> T:
@@ -134,9 +147,15 @@ class SqliteStore:
             self._writer.execute("PRAGMA journal_mode = WAL")
             self._writer.executescript(SCHEMA)
             meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
-            tasks = [
-                row[0]
-                for row in self._writer.execute("SELECT data FROM tasks ORDER BY create_revision")
+            tasks = self._writer.execute(
+                "SELECT data, lease_expire_ns FROM tasks ORDER BY create_revision"
+            ).fetchall()
+            durations = [
+                DurationRecord(*row)
+                for row in self._writer.execute(
+                    "SELECT tenant, kind, step_key, finish_ns, seconds FROM durations "
+                    "ORDER BY finish_ns"
+                )
             ]
             requests = [
                 RequestRecord(*row)
@@ -152,6 +171,7 @@ class SqliteStore:
                 compacted=meta.get("compacted", 0),
                 tasks=tasks,
                 requests=requests,
+                durations=durations,
             )
 
         return await self._on_writer_thread(load)
@@ -191,7 +211,7 @@ class SqliteStore:
             clauses.append("step_key = ?")
             params.append(query.step_key)
         if query.text:
-            clauses.append("instr(lower(message), lower(?)) > 0")
+            clauses.append("contains_folded(message, ?)")
             params.append(query.text)
         if query.start_ns is not None:
             clauses.append("time_ns >= ?")
@@ -221,6 +241,27 @@ class SqliteStore:
                 )
 
         await self._write(compact)
+
+    async def prune_durations(self, keep: int) -> None:
+        def prune(connection: sqlite3.Connection) -> None:
+            with _transaction(connection):
+                connection.execute(
+                    "DELETE FROM durations WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
+                    "ROW_NUMBER() OVER (PARTITION BY tenant, kind, step_key "
+                    "ORDER BY finish_ns DESC) AS newest FROM durations) WHERE newest > ?)",
+                    (keep,),
+                )
+
+        await self._write(prune)
+
+    async def revision_before(self, commit_ns: int) -> int:
+        def read(connection: sqlite3.Connection) -> int:
+            row = connection.execute(
+                "SELECT MAX(revision) FROM events WHERE commit_ns < ?", (commit_ns,)
+            ).fetchone()
+            return int(row[0] or 0)
+
+        return await self._read(read)
 
     async def prune_requests(self, before_ns: int) -> None:
         def prune(connection: sqlite3.Connection) -> None:
@@ -260,9 +301,24 @@ def _commit(connection: sqlite3.Connection, batch: CommitBatch) -> None:
     with _transaction(connection):
         if batch.upserts:
             connection.executemany(
-                "INSERT INTO tasks (tenant, task_id, create_revision, data) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (tenant, task_id) DO UPDATE SET data = excluded.data",
-                [(r.tenant, r.task_id, r.create_revision, r.data) for r in batch.upserts],
+                "INSERT INTO tasks (tenant, task_id, create_revision, data, lease_expire_ns) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, task_id) DO UPDATE SET "
+                "data = excluded.data, lease_expire_ns = excluded.lease_expire_ns",
+                [
+                    (r.tenant, r.task_id, r.create_revision, r.data, r.lease_expire_ns)
+                    for r in batch.upserts
+                ],
+            )
+        if batch.leases:
+            connection.executemany(
+                "UPDATE tasks SET lease_expire_ns = ? WHERE tenant = ? AND task_id = ?",
+                [(r.lease_expire_ns, r.tenant, r.task_id) for r in batch.leases],
+            )
+        if batch.durations:
+            connection.executemany(
+                "INSERT INTO durations (tenant, kind, step_key, finish_ns, seconds) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(r.tenant, r.kind, r.step_key, r.finish_ns, r.seconds) for r in batch.durations],
             )
         if batch.deletes:
             connection.executemany(
@@ -309,6 +365,10 @@ def _commit(connection: sqlite3.Connection, batch: CommitBatch) -> None:
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (batch.head,),
         )
+
+
+def _contains_folded(text: str | None, needle: str | None) -> bool:
+    return text is not None and needle is not None and needle.casefold() in text.casefold()
 
 
 def _event_to_row(event: EventRecord) -> tuple[object, ...]:

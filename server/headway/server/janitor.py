@@ -1,0 +1,209 @@
+"""Housekeeping beside the service: liveness, cancel deadlines, retention, compaction.
+
+Everything the server decides by itself — a task is stalled, its agent is
+lost, a cancel request went unconfirmed, a finished task has outlived its
+retention — is a mutation like any other: it goes through the engine, gets a
+revision and reaches subscribers. Each apply function re-checks its condition
+against the task as it stands when the mutation is applied, so a report that
+races the janitor always wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Callable
+
+from google.protobuf import empty_pb2
+
+from headway.server import domain
+from headway.server.engine import Change, ChangeKind, Engine, MutationContext, TaskKey
+from headway.server.errors import HeadwayError
+from headway.v1 import task_pb2
+
+logger = logging.getLogger(__name__)
+
+HISTORY_RUNS_KEPT = 50
+COMPACTION_STEP = 10_000
+
+ServerApply = Callable[[task_pb2.Task | None, MutationContext], Change]
+
+
+def _stall(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+    if task is None or task.state != task_pb2.TASK_STATE_RUNNING or task.stalled:
+        return Change(ChangeKind.NONE, task or task_pb2.Task())
+    if ctx.now_ns <= ctx.lease_expire_ns:
+        return Change(ChangeKind.NONE, task)
+    domain.mark_stalled(task, _last_report_ns(task, ctx), ctx.now)
+    return Change(ChangeKind.UPDATED, task)
+
+
+def _recover(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+    """A lease renewed without a task change (logs, heartbeat) clears `stalled` here."""
+    if task is None or not task.stalled or ctx.now_ns > ctx.lease_expire_ns:
+        return Change(ChangeKind.NONE, task or task_pb2.Task())
+    task.stalled = False
+    task.last_report_time.FromNanoseconds(_last_report_ns(task, ctx))
+    task.update_time.CopyFrom(ctx.now)
+    return Change(ChangeKind.UPDATED, task)
+
+
+def _lose(lost_after_ns: int) -> ServerApply:
+    def lose(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        if task is None or task.state != task_pb2.TASK_STATE_RUNNING or not task.stalled:
+            return Change(ChangeKind.NONE, task or task_pb2.Task())
+        if ctx.now_ns <= ctx.lease_expire_ns + lost_after_ns:
+            return Change(ChangeKind.NONE, task)
+        domain.fail_lost(task, _last_report_ns(task, ctx), ctx.now)
+        return Change(ChangeKind.UPDATED, task)
+
+    return lose
+
+
+def _force_cancel(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+    if task is None or domain.is_resting(task.state) or not task.HasField("cancel_request"):
+        return Change(ChangeKind.NONE, task or task_pb2.Task())
+    if ctx.now_ns <= task.cancel_request.deadline_time.ToNanoseconds():
+        return Change(ChangeKind.NONE, task)
+    domain.force_cancel(task, ctx.now)
+    return Change(ChangeKind.UPDATED, task)
+
+
+def _expire(retention_ns: int) -> ServerApply:
+    def expire(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        if task is None or not domain.is_resting(task.state):
+            return Change(ChangeKind.NONE, task or task_pb2.Task())
+        if task.finish_time.ToNanoseconds() + retention_ns > ctx.now_ns:
+            return Change(ChangeKind.NONE, task)
+        return Change(ChangeKind.DELETED, task)
+
+    return expire
+
+
+def _last_report_ns(task: task_pb2.Task, ctx: MutationContext) -> int:
+    return ctx.lease_expire_ns - task.lease_duration.ToNanoseconds()
+
+
+class Janitor:
+    """Runs the periodic checks; each check is also callable on its own (tests, start-up)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._settings = engine.settings
+        self._loops: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._loops = [
+            asyncio.create_task(
+                self._every(self._settings.liveness_interval.total_seconds(), self.check_liveness),
+                name="headway-liveness",
+            ),
+            asyncio.create_task(
+                self._every(self._settings.compaction_interval.total_seconds(), self.tidy),
+                name="headway-retention",
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+
+    async def _every(self, seconds: float, work: Callable[[], object]) -> None:
+        # The first run is immediate: a lease that lapsed while the server was
+        # down is handled at start, not one interval later.
+        while True:
+            try:
+                await work()  # type: ignore[misc]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("housekeeping failed; it will run again")
+            await asyncio.sleep(seconds)
+
+    async def _apply(self, key: TaskKey, method: str, apply: ServerApply) -> None:
+        tenant, task_id = key
+        try:
+            await self._engine.mutate(
+                tenant=tenant,
+                task_id=task_id,
+                method=method,
+                request=empty_pb2.Empty(),
+                apply=apply,
+            )
+        except HeadwayError as error:
+            logger.warning("%s of task %r failed: %s", method, task_id, error)
+
+    async def check_liveness(self) -> None:
+        """Stall silent agents, recover renewed ones, fail lost ones, force overdue cancels."""
+        engine = self._engine
+        now = engine.now_ns()
+        lost_after = int(self._settings.agent_lost_after.total_seconds() * 1e9)
+        work: list[tuple[TaskKey, str, ServerApply]] = []
+        for key, lease_expire_ns in engine.leases.items():
+            task = engine.find(key)
+            if task is None or task.state != task_pb2.TASK_STATE_RUNNING:
+                continue
+            if not task.stalled and now > lease_expire_ns:
+                work.append((key, "server.MarkStalled", _stall))
+            elif task.stalled and now <= lease_expire_ns:
+                work.append((key, "server.ClearStalled", _recover))
+            elif task.stalled and now > lease_expire_ns + lost_after:
+                work.append((key, "server.FailLostAgent", _lose(lost_after)))
+        for key, deadline_ns in engine.cancel_deadlines.items():
+            if now > deadline_ns:
+                work.append((key, "server.ForceCancel", _force_cancel))
+        if work:
+            await asyncio.gather(*(self._apply(*item) for item in work))
+
+    async def expire_tasks(self) -> int:
+        """Delete tasks whose retention after coming to rest is over; how many were deleted."""
+        engine = self._engine
+        retention = int(self._settings.task_retention.total_seconds() * 1e9)
+        cutoff = engine.now_ns() - retention
+        deleted = 0
+        while engine.finished and engine.finished[0][0] <= cutoff:
+            batch: list[TaskKey] = []
+            while engine.finished and engine.finished[0][0] <= cutoff:
+                if len(batch) >= self._settings.janitor_batch:
+                    break
+                _, tenant, task_id = heapq.heappop(engine.finished)
+                task = engine.find((tenant, task_id))
+                if task is not None and domain.is_resting(task.state):
+                    batch.append((tenant, task_id))
+            await asyncio.gather(
+                *(self._apply(key, "server.ExpireTask", _expire(retention)) for key in batch)
+            )
+            deleted += len(batch)
+        return deleted
+
+    async def compact(self) -> None:
+        """Drop history beyond the retained count and age, in steps, never past a reader."""
+        engine = self._engine
+        settings = self._settings
+        by_count = engine.revision - settings.history_retention_events
+        cutoff = engine.now_ns() - int(settings.history_retention.total_seconds() * 1e9)
+        by_age = await engine.store.revision_before(cutoff)
+        target = max(by_count, by_age)
+        floor = engine.compaction_floor()
+        if floor is not None:
+            target = min(target, floor)
+        while engine.compacted < target:
+            step = min(target, engine.compacted + COMPACTION_STEP)
+            engine.compacted = step  # before the delete: new readers must not start below it
+            await engine.store.compact(step)
+        if engine.compacted == target and target > 0:
+            logger.debug("history compacted up to revision %d", target)
+
+    async def prune(self) -> None:
+        engine = self._engine
+        window = int(self._settings.idempotency_window.total_seconds() * 1e9)
+        oldest_kept = engine.forget_requests_before(engine.now_ns() - window)
+        await engine.store.prune_requests(oldest_kept)
+        await engine.store.prune_durations(HISTORY_RUNS_KEPT)
+
+    async def tidy(self) -> None:
+        await self.expire_tasks()
+        await self.compact()
+        await self.prune()
