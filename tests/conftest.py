@@ -27,8 +27,9 @@ def settings(tmp_path: Path) -> Settings:
 class ServerHarness:
     """Starts, stops and restarts a server on one database, as an operator would."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
         self.settings = settings
+        self.clock = clock
         self.running: RunningServer | None = None
         self._clients: list[HeadwayClient] = []
 
@@ -43,7 +44,7 @@ class ServerHarness:
             self.settings = self.settings.model_copy(
                 update={"address": f"127.0.0.1:{self.running.port}"}
             )
-        self.running = await create_server(self.settings)
+        self.running = await create_server(self.settings, clock=self.clock)
         return self.running
 
     async def stop(self) -> None:
