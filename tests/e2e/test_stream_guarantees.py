@@ -121,6 +121,7 @@ async def test_atomic_one_mutation_one_event(client: HeadwayClient) -> None:
 async def test_resumable_from_last_revision(client: HeadwayClient) -> None:
     await client.create_task("r", steps=["s"], start=True)
     watcher = Collector().start(client)
+    await watcher.wait_for(lambda events: any(kind(e) == "synced" for e in events))
     for i in range(1, 6):
         await client.update_step("r", "s", progress=task_pb2.Progress(fraction=i / 10))
     seen = await watcher.wait_revision(6)
@@ -147,6 +148,8 @@ async def test_resumable_across_server_restart(harness: ServerHarness) -> None:
     client = harness.client()
     await client.create_task("x", steps=["s"], start=True)
     watcher = Collector().start(client)
+    # The snapshot holds x at revision 1; the update after it arrives as a change.
+    await watcher.wait_for(lambda events: any(kind(e) == "synced" for e in events))
     await client.update_step("x", "s", progress=task_pb2.Progress(fraction=0.5))
     seen = await watcher.wait_revision(2)
 

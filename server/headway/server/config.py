@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         timedelta(seconds=1), description="How often leases and cancel deadlines are checked."
     )
     eta_smoothing: timedelta = Field(
-        timedelta(seconds=60),
+        timedelta(seconds=120),
         description="Time constant of the progress-rate average behind rate-based ETAs.",
     )
     compaction_interval: timedelta = Field(

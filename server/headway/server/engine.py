@@ -319,9 +319,14 @@ class Engine:
         message = event_pb2.Event.FromString(event.data)
         which = message.WhichOneof("kind")
         if which == "logs_appended":
-            task = self._tasks.get((record.tenant, event.facts.task_id)) or task_pb2.Task(
-                id=event.facts.task_id
-            )
+            # The first answer carried the cancel request pending at the time; one
+            # recorded later (at a higher revision) was not part of it.
+            task = task_pb2.Task(id=event.facts.task_id)
+            current = self._tasks.get((record.tenant, event.facts.task_id))
+            if current is not None and current.cancel_request.revision <= event.revision:
+                task.cancel_request.CopyFrom(current.cancel_request)
+            if not task.cancel_request.revision:
+                task.ClearField("cancel_request")
             return Outcome(event.revision, ChangeKind.LOGS, task)
         task = getattr(message, str(which))
         return Outcome(event.revision, ChangeKind(str(which)), task)
