@@ -80,12 +80,4 @@ class CompiledFilter:
 
     def matches_task(self, task: task_pb2.Task) -> bool:
         """Whether a task, as it stands, is selected (for listings and snapshots)."""
-        if self.task_ids and task.id not in self.task_ids:
-            return False
-        if self.kinds and task.kind not in self.kinds:
-            return False
-        if self.parent_id and task.parent_id != self.parent_id:
-            return False
-        if self.states and task.state not in self.states:
-            return False
-        return all(task.labels.get(key) == value for key, value in self.labels)
+        return self.selects_all or self.matches(TaskFacts.of(task))
