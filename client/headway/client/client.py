@@ -5,12 +5,18 @@ request messages, typed exceptions instead of `AioRpcError`, a request_id on
 every mutation (so a caller that retries never applies a change twice), and
 `subscribe()` as an async iterator of events. The raw stub stays reachable as
 `client.stub` for anything this layer does not cover.
+
+With a `retry` policy, calls that fail for a passing reason (UNAVAILABLE,
+DEADLINE_EXCEEDED) are sent again, the same request with the same request_id, so
+a retried mutation is applied once (see `retry.py`). `subscribe()` here is one
+stream; `headway.client.subscribe()` (watch.py) is the one that resumes by itself.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -19,6 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from headway.client.errors import from_rpc_error
+from headway.client.retry import RetryPolicy, call_with_retry
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 Response = TypeVar("Response", bound=Message)
@@ -26,6 +33,16 @@ StepLike = str | task_service_pb2.StepSpec
 Metadata = Sequence[tuple[str, str]]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+SERVER_ENV = "HEADWAY_SERVER"
+
+
+def default_target() -> str:
+    """The server to call when none is named: `$HEADWAY_SERVER`, else DEFAULT_TARGET.
+
+    The command line reads the same variable, so one setting points both an agent
+    and the `headway` command at the same server.
+    """
+    return os.environ.get(SERVER_ENV) or DEFAULT_TARGET
 
 
 def _step_spec(step: StepLike) -> task_service_pb2.StepSpec:
@@ -40,28 +57,42 @@ def task_filter(
     states: Sequence[task_pb2.TaskState.ValueType] = (),
     parent_id: str = "",
 ) -> task_service_pb2.TaskFilter:
+    """A TaskFilter from keyword arguments; an empty filter selects every task."""
     return task_service_pb2.TaskFilter(
         task_ids=task_ids, kinds=kinds, labels=labels or {}, states=states, parent_id=parent_id
     )
 
 
 class HeadwayClient:
-    """Calls TaskService on one channel. Use as `async with HeadwayClient(target) as client:`."""
+    """Calls TaskService on one channel. Use as `async with HeadwayClient(target) as client:`.
+
+    Args:
+        target: host:port of the server; `default_target()` when None.
+        channel: An existing channel to use (and not close) instead of opening one.
+        timeout: Seconds one attempt of a unary call may take.
+        metadata: Sent with every call.
+        options: gRPC channel options, for a channel this client opens.
+        retry: Retry transient failures of unary calls under this policy; None sends
+            each call once.
+    """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | None = None,
         *,
         channel: grpc.aio.Channel | None = None,
         timeout: float | None = 30.0,
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
+        retry: RetryPolicy | None = None,
     ) -> None:
+        self.target = target or default_target()
         self._own_channel = channel is None
-        self.channel = channel or grpc.aio.insecure_channel(target, options=options)
+        self.channel = channel or grpc.aio.insecure_channel(self.target, options=options)
         self.stub = task_service_pb2_grpc.TaskServiceStub(self.channel)
         self.timeout = timeout
         self.metadata = tuple(metadata)
+        self.retry = retry
 
     async def __aenter__(self) -> HeadwayClient:
         return self
@@ -79,10 +110,16 @@ class HeadwayClient:
         request: Message,
         timeout: float | None,
     ) -> Response:
-        try:
-            return await method(request, timeout=timeout or self.timeout, metadata=self.metadata)
-        except grpc.aio.AioRpcError as error:
-            raise from_rpc_error(error) from error
+        async def attempt(attempt_timeout: float | None) -> Response:
+            try:
+                return await method(request, timeout=attempt_timeout, metadata=self.metadata)
+            except grpc.aio.AioRpcError as error:
+                raise from_rpc_error(error) from error
+
+        # The request, and so its request_id, is built once: every retry is the same call.
+        if self.retry is None:
+            return await attempt(timeout or self.timeout)
+        return await call_with_retry(attempt, self.retry, timeout=timeout or self.timeout)
 
     # -- mutations ----------------------------------------------------------------
 
@@ -395,7 +432,7 @@ class HeadwayClient:
         on_compacted: task_service_pb2.CompactedPolicy.ValueType = (
             task_service_pb2.COMPACTED_POLICY_UNSPECIFIED
         ),
-    ) -> AsyncIterator[event_pb2.Event]:
+    ) -> AsyncGenerator[event_pb2.Event, None]:
         """Every event of one Subscribe call, in order. Ends when the stream ends.
 
         This iterator does not reconnect: a broken stream raises, and the caller
@@ -429,4 +466,4 @@ def _new_request_id() -> str:
     return str(uuid.uuid4())
 
 
-__all__ = ["DEFAULT_TARGET", "HeadwayClient", "task_filter"]
+__all__ = ["DEFAULT_TARGET", "SERVER_ENV", "HeadwayClient", "default_target", "task_filter"]

@@ -3,16 +3,22 @@
 Every server error carries a `google.rpc.ErrorInfo` reason and, for invalid
 arguments, field violations; they are parsed once here so callers can write
 `except NotFoundError as e: if e.reason == "STEP_NOT_FOUND": ...`.
+
+`TaskCancelled` is the one exception here that is not a failed call: it tells an
+agent's code that a viewer asked to cancel its task, so the code can stop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+if TYPE_CHECKING:
+    from headway.client.models import CancelRequest
 
 _DETAILS_KEY = "grpc-status-details-bin"
 
@@ -94,6 +100,25 @@ class CancelledError(HeadwayError):
 
 class InternalError(HeadwayError):
     code = grpc.StatusCode.INTERNAL
+
+
+class TaskCancelled(Exception):  # noqa: N818 - a signal to stop, not an error
+    """A viewer asked to cancel the task: stop the work.
+
+    Raised by an agent's next report once the server has recorded a cancel request
+    (or cancelled the task at once, with `force`). The task's context manager
+    catches it and confirms the cancellation; code that stops some other way can
+    confirm with `TaskReporter.confirm_cancel()`.
+    """
+
+    def __init__(self, task_id: str, cancel_request: CancelRequest | None = None) -> None:
+        self.task_id = task_id
+        self.cancel_request = cancel_request
+        self.reason = cancel_request.reason if cancel_request else ""
+        self.requested_by = cancel_request.requested_by if cancel_request else ""
+        by = f" by {self.requested_by}" if self.requested_by else ""
+        why = f": {self.reason}" if self.reason else ""
+        super().__init__(f"task {task_id!r} was cancelled{by}{why}")
 
 
 _BY_CODE: dict[grpc.StatusCode, type[HeadwayError]] = {

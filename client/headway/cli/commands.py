@@ -1,0 +1,226 @@
+"""The subcommands that talk to a running server: watch, tasks, task, logs, cancel, delete.
+
+Each takes the parsed arguments and a connected client, prints for a person (or,
+with --json, for a program) and returns the exit code. Failures are raised as
+HeadwayError or CliError and turned into one line by `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import sys
+from datetime import UTC, datetime
+
+from google.protobuf.json_format import MessageToDict, MessageToJson
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from headway.cli import render
+from headway.cli.errors import CliError
+from headway.cli.filters import filter_from
+from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
+from headway.client import HeadwayClient, LiveView, events, subscribe, task_filter
+from headway.client.models import LogEntry, LogLevel, Task, TaskState
+from headway.v1 import log_pb2
+
+
+def console() -> Console:
+    """A console for stdout; off a terminal it is wide, so tables are not wrapped at 80."""
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+
+
+async def cmd_watch(args: argparse.Namespace, client: HeadwayClient) -> int:
+    task_filter_ = filter_from(args)
+    # Fail fast, with one line, on an unreachable server or a filter it rejects;
+    # once watching, the stream rides out disconnects by itself.
+    await client.list_tasks(task_filter_, page_size=1)
+    out = console()
+    live = out.is_terminal and not args.plain
+
+    def display_for(board: Board) -> Display:
+        if live:
+            return LiveDisplay(board, args.server, log_lines=args.logs, console=out)
+        return PlainDisplay()
+
+    await watch(
+        client,
+        task_filter_,
+        display_for,
+        include_logs=args.logs > 0 or not live,
+        until_done=args.until_done,
+        limit=args.limit,
+        log_lines=max(args.logs, 1),
+        earlier_logs=live and args.logs > 0,
+    )
+    return 0
+
+
+async def cmd_tasks(args: argparse.Namespace, client: HeadwayClient) -> int:
+    tasks: list[Task] = []
+    token = ""
+    while True:
+        page = await client.list_tasks(filter_from(args), page_size=1000, page_token=token)
+        tasks.extend(Task.from_proto(task) for task in page.tasks)
+        token = page.next_page_token
+        if not token or (args.limit and len(tasks) >= args.limit):
+            break
+    if args.limit:
+        tasks = tasks[: args.limit]
+    if args.json:
+        print(json.dumps([MessageToDict(task.raw) for task in tasks], indent=2))
+        return 0
+    if not tasks:
+        print("No tasks match.", file=sys.stderr)
+        return 0
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("ID", "NAME", "KIND", "STATE", "PROGRESS", "STEP", "UPDATED"):
+        table.add_column(column, no_wrap=column in ("ID", "STATE"))
+    now = datetime.now(UTC)
+    for task in tasks:
+        step = task.current_step
+        updated = task.update_time
+        table.add_row(
+            task.id,
+            task.display_name if task.display_name != task.id else "",
+            task.kind,
+            Text(render.state_name(task.state), style=render.STATE_STYLES[task.state]),
+            render.percent(task),
+            f"{step.key} ({render.step_detail(step) or step.state.name.lower()})"
+            if step is not None and step.state is not None
+            else "",
+            f"{render.format_duration(now - updated)} ago" if updated else "",
+        )
+    console().print(table)
+    return 0
+
+
+async def cmd_task(args: argparse.Namespace, client: HeadwayClient) -> int:
+    task = Task.from_proto(await client.get_task(args.task_id))
+    if args.json:
+        print(MessageToJson(task.raw, indent=2))
+        return 0
+    details = Table.grid(padding=(0, 2))
+    details.add_column(style="bold")
+    details.add_column()
+    for name, value in _details(task):
+        details.add_row(name, value)
+    parts: list[RenderableType] = [render.task_panel(task, log_lines=0), details]
+    if task.error is not None and task.error.details.get("traceback"):
+        parts.append(Text(task.error.details["traceback"].rstrip(), style="dim red"))
+    console().print(Group(*parts))
+    return 0
+
+
+def _details(task: Task) -> list[tuple[str, str]]:
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+    rows = [
+        ("kind", task.kind or "-"),
+        ("labels", ", ".join(f"{k}={v}" for k, v in sorted(task.labels.items())) or "-"),
+        ("parent", task.parent_id or "-"),
+        ("created", when(task.create_time)),
+        ("started", when(task.start_time)),
+        ("finished", when(task.finish_time)),
+        ("revision", str(task.revision)),
+    ]
+    if task.metrics:
+        rows.append(("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(task.metrics.items()))))
+    return rows
+
+
+async def cmd_logs(args: argparse.Namespace, client: HeadwayClient) -> int:
+    # The cursor is read before the listing, so following from it misses nothing.
+    cursor = (await client.list_tasks(task_filter(task_ids=[args.task_id]), page_size=1)).revision
+    task = Task.from_proto(await client.get_task(args.task_id))
+    min_level = LogLevel[args.level.upper()] if args.level else None
+    printed_up_to = 0
+    token = ""
+    while True:
+        page = await client.list_logs(
+            args.task_id,
+            min_level=log_pb2.LogLevel.ValueType(min_level or 0),
+            step_key=args.step,
+            text=args.search,
+            page_size=1000,
+            page_token=token,
+        )
+        for raw in page.entries:
+            _print_log(LogEntry.from_proto(raw), args.json)
+            printed_up_to = max(printed_up_to, raw.revision)
+        token = page.next_page_token
+        if not token:
+            break
+    if not args.follow or task.at_rest:
+        return 0
+    async for event in subscribe(
+        client,
+        task_filter(task_ids=[args.task_id]),
+        start_revision=cursor,
+        include_logs=True,
+        end_at_rest=True,
+    ):
+        if isinstance(event, events.LogsAppended) and event.revision > printed_up_to:
+            for entry in event.entries:
+                if _matches(entry, min_level, args.step, args.search):
+                    _print_log(entry, args.json)
+    return 0
+
+
+def _matches(entry: LogEntry, min_level: LogLevel | None, step: str, text: str) -> bool:
+    """The server's ListLogs filters, applied to lines that arrive live."""
+    level = entry.level or LogLevel.INFO
+    return (
+        (min_level is None or level >= min_level)
+        and (not step or entry.step_key == step)
+        and (not text or text.lower() in entry.message.lower())
+    )
+
+
+def _print_log(entry: LogEntry, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(MessageToDict(entry.raw)), flush=True)
+    else:
+        print(render.log_line(entry), flush=True)
+
+
+async def cmd_cancel(args: argparse.Namespace, client: HeadwayClient) -> int:
+    task = Task.from_proto(
+        await client.cancel_task(
+            args.task_id, reason=args.reason, requested_by=args.by or _who(), force=args.force
+        )
+    )
+    if task.state is TaskState.CANCELLED:
+        print(f"Cancelled {task.id}.")
+        return 0
+    print(f"Cancel requested for {task.id}; its agent stops at its next report.")
+    if args.wait:
+        async with LiveView(client, task_filter(task_ids=[task.id])) as view:
+            try:
+                final = await view.wait_at_rest(task.id, timeout=args.wait)
+            except TimeoutError:
+                raise CliError(f"{task.id} is still {render.state_name(task.state)}") from None
+        print(f"{final.id} is {render.state_name(final.state)}.")
+    return 0
+
+
+def _who() -> str:
+    """Who asks, for the people reading the task: user@host."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "someone"
+    return f"{user}@{socket.gethostname()}"
+
+
+async def cmd_delete(args: argparse.Namespace, client: HeadwayClient) -> int:
+    revision = await client.delete_task(args.task_id)
+    print(f"Deleted {args.task_id} (revision {revision}).")
+    return 0
+
+
+__all__ = ["cmd_cancel", "cmd_delete", "cmd_logs", "cmd_task", "cmd_tasks", "cmd_watch"]

@@ -1,0 +1,308 @@
+"""`headway demo`: simulated agents at work, so a newcomer sees everything move in a minute.
+
+Five agents report through the real agent API (`Tracker`) while the watch view
+follows them: a report with sub-progress in units, a fraction and a spinner; a
+training loop with iterations and metrics; a literature review that discovers
+its steps as it goes; an import that fails on a bad row (the exception and its
+traceback are recorded); and a crawl that a viewer cancels, which the agent
+learns at its next report. With no server reachable, the demo runs an embedded
+one on a temporary database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from headway.cli import render
+from headway.cli.commands import console
+from headway.cli.errors import CliError
+from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
+from headway.client import (
+    HeadwayClient,
+    TaskCancelled,
+    Tracker,
+    UnavailableError,
+    task_filter,
+)
+from headway.client.models import LogLevel, Task
+from headway.v1 import task_service_pb2
+
+CANCEL_AFTER = 12.0  # seconds (at speed 1) before the demo's viewer cancels the crawl
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Scales every pause of the simulated work by the --speed factor."""
+
+    speed: float
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One demo run: its agents share a tracker, a label and a pace."""
+
+    tracker: Tracker
+    id: str
+    pace: Pace
+
+    def task_id(self, name: str) -> str:
+        return f"demo-{self.id}-{name}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"demo": self.id}
+
+
+def spec(key: str, name: str, weight: float = 0.0) -> task_service_pb2.StepSpec:
+    return task_service_pb2.StepSpec(key=key, display_name=name, weight=weight)
+
+
+async def quarterly_report(run: Run) -> None:
+    """Sub-progress three ways: units, a fraction, then a spinner; an artifact at the end."""
+    async with run.tracker.task(
+        run.task_id("report"),
+        display_name="Quarterly report",
+        kind="report",
+        labels=run.labels,
+        steps=[
+            spec("fetch", "Fetch sources"),
+            spec("analyze", "Analyze"),
+            spec("write", "Write", 2),
+        ],
+    ) as task:
+        async with task.step("fetch") as step:
+            for n in range(1, 121):
+                await step.progress(n, 120, unit="files")
+                if n % 40 == 0:
+                    await step.log(f"fetched {n} of 120 files", source="s3://finance")
+                await run.pace.sleep(0.08)
+        async with task.step("analyze") as step:
+            for n in range(1, 21):
+                await step.progress(fraction=n / 20)
+                await step.message(f"table {n} of 20")
+                await run.pace.sleep(0.3)
+        async with task.step("write") as step:
+            await step.progress()
+            await step.message("drafting the summary")
+            await run.pace.sleep(4)
+            await task.artifact("report.pdf", "s3://reports/q3.pdf", media_type="application/pdf")
+
+
+async def train_model(run: Run) -> None:
+    """An iterative agent: iterations, metrics (tokens, cost, loss), a log line per epoch."""
+    epochs = 8
+    async with run.tracker.task(
+        run.task_id("train"),
+        display_name="Fine-tune classifier",
+        kind="ml.train",
+        labels=run.labels,
+        steps=[
+            spec("prepare", "Prepare data"),
+            spec("train", "Train", 4),
+            spec("evaluate", "Evaluate"),
+        ],
+        max_iterations=epochs,
+    ) as task:
+        async with task.step("prepare") as step:
+            await step.progress()
+            await run.pace.sleep(2)
+        async with task.step("train") as step:
+            for epoch in range(1, epochs + 1):
+                await run.pace.sleep(3)
+                loss = round(2.0 * math.exp(-epoch / 3), 3)
+                await task.iteration(epoch)
+                await task.add_metrics(tokens=12_000, cost_usd=0.18)
+                await task.metrics(loss=loss)
+                await step.progress(epoch, epochs, unit="epochs")
+                await step.log(f"epoch {epoch}: loss {loss}", epoch=epoch)
+        async with task.step("evaluate") as step:
+            for n in range(1, 4):
+                await step.progress(fraction=n / 3)
+                await run.pace.sleep(1)
+
+
+async def literature_review(run: Run) -> None:
+    """Steps discovered along the way: the papers to read are known only after searching."""
+    papers = ["Attention is all you need", "Scaling laws", "Chinchilla"]
+    async with run.tracker.task(
+        run.task_id("review"),
+        display_name="Literature review",
+        kind="literature-review",
+        labels=run.labels,
+        steps=[spec("search", "Search")],
+    ) as task:
+        async with task.step("search") as step:
+            await step.progress()
+            await step.message("querying the index")
+            await run.pace.sleep(3)
+            await step.log(f"found {len(papers)} papers")
+        await task.add_steps(
+            *(spec(f"read-{n}", f"Read: {title}") for n, title in enumerate(papers, 1)),
+            spec("summarize", "Summarize"),
+        )
+        for n in range(1, len(papers) + 1):
+            async with task.step(f"read-{n}") as step:
+                for page in range(1, 7):
+                    await step.progress(page, 6, unit="pages")
+                    await run.pace.sleep(0.5)
+        async with task.step("summarize"):
+            await run.pace.sleep(2)
+
+
+async def flaky_import(run: Run) -> None:
+    """Fails on a malformed row: the exception fails the step and the task, traceback kept."""
+    async with run.tracker.task(
+        run.task_id("import"),
+        display_name="Import customers.csv",
+        kind="etl",
+        labels=run.labels,
+        steps=[spec("download", "Download"), spec("parse", "Parse rows"), spec("load", "Load")],
+    ) as task:
+        async with task.step("download") as step:
+            for n in range(1, 5):
+                await step.progress(n * 25, 100, unit="MB")
+                await run.pace.sleep(0.5)
+        async with task.step("parse") as step:
+            for row in range(1, 101):
+                if row == 62:
+                    await step.log("row 62 has 4 columns", level=LogLevel.ERROR)
+                    raise ValueError("row 62: expected 5 columns, found 4")
+                await step.progress(row, 100, unit="rows")
+                await run.pace.sleep(0.05)
+
+
+async def endless_crawl(run: Run) -> None:
+    """Runs until a viewer cancels it; the agent logs its clean-up, the tracker confirms."""
+    async with (
+        run.tracker.task(
+            run.task_id("crawl"),
+            display_name="Crawl docs.example.com",
+            kind="crawl",
+            labels=run.labels,
+            steps=[spec("crawl", "Crawl pages", 3), spec("index", "Index")],
+        ) as task,
+        task.step("crawl") as step,
+    ):
+        try:
+            for page in range(1, 5001):
+                await step.progress(page, 5000, unit="pages")
+                if page % 50 == 0:
+                    await step.log(f"crawled {page} pages")
+                await run.pace.sleep(0.1)
+        except TaskCancelled as cancelled:
+            await task.log(f"stopping: cancelled by {cancelled.requested_by}")
+            raise
+
+
+AGENTS: tuple[Callable[[Run], Awaitable[None]], ...] = (
+    quarterly_report,
+    train_model,
+    literature_review,
+    flaky_import,
+    endless_crawl,
+)
+
+
+async def cancel_later(client: HeadwayClient, run: Run) -> None:
+    """The demo's viewer: it changes its mind about the crawl."""
+    await run.pace.sleep(CANCEL_AFTER)
+    with contextlib.suppress(Exception):
+        await client.cancel_task(
+            run.task_id("crawl"), reason="no longer needed", requested_by="headway demo"
+        )
+
+
+async def run_agent(agent: Callable[[Run], Awaitable[None]], run: Run) -> None:
+    """One agent; its failure is part of the show (recorded on its task), not the demo's."""
+    with contextlib.suppress(ValueError):
+        await agent(run)
+
+
+async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
+    async with contextlib.AsyncExitStack() as stack:
+        target = args.server
+        if args.embedded or not await _reachable(client):
+            target = await _embedded_server(stack)
+            why = "" if args.embedded else f"no server at {args.server}; "
+            print(
+                f"headway demo: {why}running an embedded server on {target} "
+                "with a temporary database.",
+                file=sys.stderr,
+            )
+            client = await stack.enter_async_context(HeadwayClient(target))
+        tracker = await stack.enter_async_context(Tracker(target))
+        run = Run(tracker, uuid.uuid4().hex[:6], Pace(args.speed))
+        out = console()
+        live = out.is_terminal and not args.plain
+
+        def display_for(board: Board) -> Display:
+            if live:
+                return LiveDisplay(board, target, log_lines=2, console=out)
+            return PlainDisplay()
+
+        agents = asyncio.gather(*(run_agent(agent, run) for agent in AGENTS))
+        viewer = asyncio.create_task(cancel_later(client, run))
+        await watch(
+            client,
+            task_filter(labels=run.labels),
+            display_for,
+            include_logs=True,
+            until_done=True,
+            expected_tasks=len(AGENTS),
+        )
+        await agents
+        viewer.cancel()
+        tasks = [
+            Task.from_proto(task)
+            for task in await client.list_all_tasks(task_filter(labels=run.labels))
+        ]
+    print()
+    print("The demo is over:")
+    for task in tasks:
+        print(f"  {task.id:<24} {render.state_name(task.state)}")
+    if target == args.server:  # the tasks outlive the demo: point at them
+        print(f"Look closer: headway tasks --label demo={run.id}")
+        print(f"             headway logs {run.task_id('crawl')}")
+    return 0
+
+
+async def _reachable(client: HeadwayClient) -> bool:
+    try:
+        await client.list_tasks(page_size=1, timeout=3)
+    except UnavailableError:
+        return False
+    return True
+
+
+async def _embedded_server(stack: contextlib.AsyncExitStack) -> str:
+    """A server in this process on a temporary database, stopped when the demo ends."""
+    try:
+        from headway.server.app import create_server
+        from headway.server.config import Settings
+    except ImportError as error:
+        raise CliError(
+            "no server is reachable and none is installed to start: "
+            "pip install 'headway[server]', or pass --server"
+        ) from error
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="headway-demo-")))
+    settings = Settings(
+        address="127.0.0.1:0", database=folder / "demo.db", sqlite_synchronous="NORMAL"
+    )
+    running = await create_server(settings)
+    stack.push_async_callback(running.stop, 1.0)
+    return f"127.0.0.1:{running.port}"
+
+
+__all__ = ["AGENTS", "cmd_demo"]

@@ -1,0 +1,197 @@
+"""`headway`: the command line. Parses the arguments, runs one subcommand, reports failures.
+
+Every failure a person can cause or meet (a server that is not there, a filter
+the server rejects, a task that does not exist) ends as one line on stderr and a
+non-zero exit: 1 for a failed command, 2 for a usage error, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+from headway.cli.errors import CliError, describe
+from headway.cli.filters import LEVEL_NAMES, add_filter_arguments
+from headway.client import SERVER_ENV, HeadwayClient, HeadwayError
+
+CLI_DEFAULT_SERVER = "localhost:50051"
+
+Handler = Callable[[argparse.Namespace, HeadwayClient], Awaitable[int]]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line, not usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="headway",
+        description="Real-time task progress over gRPC: run the server, watch tasks live, "
+        "list, cancel and delete them.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
+    )
+    common = Parser(add_help=False)
+    common.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV) or CLI_DEFAULT_SERVER,
+        metavar="HOST:PORT",
+        help=f"the server to talk to (default: ${SERVER_ENV} or {CLI_DEFAULT_SERVER})",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="for each call"
+    )
+
+    commands.add_parser(
+        "serve",
+        help="run the server (takes the flags of `python -m headway.server`; see "
+        "`headway serve --help`)",
+        add_help=False,
+    )
+
+    watch = commands.add_parser(
+        "watch", parents=[common], help="follow tasks live: progress, steps, logs"
+    )
+    add_filter_arguments(watch)
+    watch.add_argument(
+        "--logs", type=int, default=3, metavar="N", help="latest log lines per task (0: none)"
+    )
+    watch.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="tasks shown at most (0: all)"
+    )
+    watch.add_argument(
+        "--plain", action="store_true", help="one line per change, even on a terminal"
+    )
+    watch.add_argument(
+        "--until-done", action="store_true", help="exit once every task shown is at rest"
+    )
+    watch.set_defaults(handler="cmd_watch")
+
+    tasks = commands.add_parser("tasks", parents=[common], help="list tasks")
+    add_filter_arguments(tasks)
+    tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tasks.add_argument("--limit", type=int, default=0, metavar="N", help="list at most N tasks")
+    tasks.set_defaults(handler="cmd_tasks")
+
+    task = commands.add_parser("task", parents=[common], help="show one task in detail")
+    task.add_argument("task_id", metavar="TASK_ID")
+    task.add_argument("--json", action="store_true", help="print the task as JSON")
+    task.set_defaults(handler="cmd_task")
+
+    logs = commands.add_parser("logs", parents=[common], help="print a task's log lines")
+    logs.add_argument("task_id", metavar="TASK_ID")
+    logs.add_argument("--level", choices=LEVEL_NAMES, help="this level and above only")
+    logs.add_argument("--step", default="", metavar="KEY", help="lines about this step only")
+    logs.add_argument("--search", default="", metavar="TEXT", help="lines containing TEXT")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until the task rests"
+    )
+    logs.add_argument("--json", action="store_true", help="one JSON object per line")
+    logs.set_defaults(handler="cmd_logs")
+
+    cancel = commands.add_parser("cancel", parents=[common], help="ask a task's agent to stop")
+    cancel.add_argument("task_id", metavar="TASK_ID")
+    cancel.add_argument("--reason", default="", help="why, for the people reading the task")
+    cancel.add_argument("--by", default="", metavar="WHO", help="who asks (default: user@host)")
+    cancel.add_argument(
+        "--force", action="store_true", help="cancel at once, without waiting for the agent"
+    )
+    cancel.add_argument(
+        "--wait",
+        type=float,
+        nargs="?",
+        const=60.0,
+        metavar="SECONDS",
+        help="wait until the task is at rest (default 60 s)",
+    )
+    cancel.set_defaults(handler="cmd_cancel")
+
+    delete = commands.add_parser("delete", parents=[common], help="delete a task at rest")
+    delete.add_argument("task_id", metavar="TASK_ID")
+    delete.set_defaults(handler="cmd_delete")
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="simulated agents at work, to see everything move"
+    )
+    demo.add_argument(
+        "--speed", type=float, default=1.0, metavar="FACTOR", help="run FACTOR times faster"
+    )
+    demo.add_argument(
+        "--embedded",
+        action="store_true",
+        help="always run an embedded server on a temporary database",
+    )
+    demo.add_argument("--plain", action="store_true", help="one line per change")
+    demo.set_defaults(handler="cmd_demo")
+    return parser
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run the command line; returns the exit code."""
+    argv = list(argv)
+    if argv[:1] == ["serve"]:
+        # The server parses its own flags; everything after `serve` is theirs.
+        from headway.cli.serve import serve
+
+        return _guard(lambda: serve(argv[1:]), CLI_DEFAULT_SERVER)
+    try:
+        from headway.cli import commands, demo
+    except ImportError as error:
+        print(
+            f"headway: the command line needs {error.name}: pip install 'headway[cli]'",
+            file=sys.stderr,
+        )
+        return 1
+    args = build_parser().parse_args(argv)
+    handlers: dict[str, Handler] = {
+        "cmd_watch": commands.cmd_watch,
+        "cmd_tasks": commands.cmd_tasks,
+        "cmd_task": commands.cmd_task,
+        "cmd_logs": commands.cmd_logs,
+        "cmd_cancel": commands.cmd_cancel,
+        "cmd_delete": commands.cmd_delete,
+        "cmd_demo": demo.cmd_demo,
+    }
+    handler = handlers[args.handler]
+
+    async def call() -> int:
+        async with HeadwayClient(args.server, timeout=args.timeout) as client:
+            return await handler(args, client)
+
+    return _guard(lambda: asyncio.run(call()), args.server)
+
+
+def _guard(command: Callable[[], int], target: str) -> int:
+    """Run a command; turn every failure a person may meet into one line and an exit code."""
+    try:
+        return command()
+    except KeyboardInterrupt:
+        return 130
+    except CliError as error:
+        print(f"headway: {error}", file=sys.stderr)
+        return error.exit_code
+    except HeadwayError as error:
+        print(f"headway: {describe(error, target)}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # `headway watch | head`: the reader left, which is not an error of ours. Point
+        # stdout at /dev/null so the flush at exit does not fail a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def main() -> None:
+    """The `headway` console script."""
+    sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

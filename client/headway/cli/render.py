@@ -1,0 +1,335 @@
+"""How tasks look in a terminal: rich renderables for people, plain lines for pipes.
+
+Every view of the command line draws tasks with these functions, so `watch`,
+`task` and `demo` agree on symbols, colours and wording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from headway.client import events
+from headway.client.models import LogEntry, LogLevel, Step, StepState, Task, TaskState
+
+BAR_WIDTH = 32
+
+STATE_STYLES: dict[TaskState | None, str] = {
+    TaskState.PENDING: "dim",
+    TaskState.RUNNING: "bold yellow",
+    TaskState.SUCCEEDED: "bold green",
+    TaskState.FAILED: "bold red",
+    TaskState.CANCELLED: "bold magenta",
+    None: "dim",
+}
+
+# The step checklist: done, running, pending, failed, and the two ways of not running.
+STEP_MARKS: dict[StepState | None, tuple[str, str]] = {
+    StepState.SUCCEEDED: ("✔", "green"),
+    StepState.RUNNING: ("▶", "yellow"),
+    StepState.PENDING: ("○", "dim"),
+    StepState.FAILED: ("✘", "red"),
+    StepState.SKIPPED: ("↷", "dim"),
+    StepState.CANCELLED: ("⊘", "magenta"),
+    None: ("?", "dim"),
+}
+
+LEVEL_STYLES: dict[LogLevel | None, str] = {
+    LogLevel.DEBUG: "dim",
+    LogLevel.INFO: "",
+    LogLevel.WARNING: "yellow",
+    LogLevel.ERROR: "red",
+    None: "",
+}
+
+
+def task_eta(task: Task) -> timedelta | None:
+    """The estimated time left of a task, or None when the task carries no estimate.
+
+    This is the one place every view asks for an ETA. The server will report one
+    per task (computed from the observed rate and past runs of the same kind);
+    until the client models carry it, there is none, and nothing is guessed here.
+    """
+    del task
+    return None
+
+
+def state_name(state: TaskState | StepState | None) -> str:
+    return state.name if state is not None else "UNKNOWN"
+
+
+def format_duration(duration: timedelta) -> str:
+    """H:MM:SS, the way clocks and rich's own progress columns show durations."""
+    seconds = int(duration.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def percent(task: Task) -> str:
+    return f"{task.fraction:.0%}"
+
+
+def step_detail(step: Step) -> str:
+    """What a step is doing, in a few words: its sub-progress and its status line."""
+    parts = []
+    if step.progress is not None and step.state is StepState.RUNNING:
+        parts.append(step.progress.describe())
+    if step.error is not None:
+        parts.append(f"{step.error.code}: {step.error.message}" if step.error.code else "")
+    elif step.message:
+        parts.append(step.message)
+    return "  ".join(part for part in parts if part)
+
+
+def log_line(entry: LogEntry, *, with_task: bool = False) -> str:
+    """One log line as text: time, level, step and message, then its fields."""
+    stamp = entry.time.astimezone().strftime("%H:%M:%S") if entry.time else "--:--:--"
+    level = state_name_of_level(entry.level)
+    where = f"{entry.task_id} " if with_task else ""
+    step = f"{entry.step_key}: " if entry.step_key else ""
+    fields = "".join(f" {key}={value}" for key, value in sorted(entry.fields.items()))
+    return f"{stamp} {level:<7} {where}{step}{entry.message}{fields}"
+
+
+def state_name_of_level(level: LogLevel | None) -> str:
+    return level.name if level is not None else "INFO"
+
+
+# -- rich renderables -------------------------------------------------------------------
+
+
+def task_panel(
+    task: Task,
+    logs: Iterable[LogEntry] = (),
+    *,
+    log_lines: int = 3,
+    now: datetime | None = None,
+) -> Panel:
+    """A task as a panel: bar and percentage, timing, step checklist, latest logs."""
+    now = now or datetime.now(UTC)
+    style = STATE_STYLES.get(task.state, "dim")
+    rows: list[RenderableType] = [_progress_row(task, now)]
+    if task.message:
+        rows.append(Text(task.message, style="italic"))
+    if task.steps:
+        rows.append(_step_checklist(task.steps))
+    rows.extend(_outcome(task))
+    recent = list(logs)[-log_lines:] if log_lines else []
+    rows.extend(Text(log_line(entry), style=f"dim {LEVEL_STYLES[entry.level]}") for entry in recent)
+    title = Text.assemble((task.id, "bold"))
+    if task.display_name != task.id:
+        title.append(f" · {task.display_name}")
+    if task.kind:
+        title.append(f" ({task.kind})", style="dim")
+    return Panel(
+        Group(*rows),
+        title=title,
+        title_align="left",
+        subtitle=Text(state_name(task.state), style=style),
+        subtitle_align="right",
+        border_style=style,
+        expand=True,
+    )
+
+
+def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
+    """Tasks one line each, for when their panels do not fit the terminal."""
+    now = now or datetime.now(UTC)
+    table = Table.grid(padding=(0, 1), expand=True)
+    table.add_column(no_wrap=True)  # state
+    table.add_column(no_wrap=True, overflow="ellipsis", max_width=40)  # id · name
+    table.add_column(width=BAR_WIDTH // 2)
+    table.add_column(justify="right", width=4)
+    table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # step
+    table.add_column(no_wrap=True, style="dim")  # elapsed
+    for task in tasks:
+        style = STATE_STYLES.get(task.state, "dim")
+        name = task.id if task.display_name == task.id else f"{task.id} · {task.display_name}"
+        step = task.current_step
+        doing = ""
+        if step is not None:
+            mark, _ = STEP_MARKS.get(step.state, STEP_MARKS[None])
+            doing = f"{mark} {step.display_name}  {step_detail(step)}".rstrip()
+        elif task.error is not None:
+            doing = f"✘ {task.error.message}"
+        elapsed = task.elapsed(now)
+        table.add_row(
+            Text(state_name(task.state), style=style),
+            Text(name, style="bold"),
+            ProgressBar(total=1.0, completed=task.fraction, width=BAR_WIDTH // 2),
+            Text(percent(task), style="bold"),
+            doing,
+            format_duration(elapsed) if elapsed is not None else "",
+        )
+    return table
+
+
+def _progress_row(task: Task, now: datetime) -> Table:
+    """The bar, the percentage, then timing and iteration; metrics on a line of their own."""
+    row = Table.grid(padding=(0, 2))
+    row.add_column(width=BAR_WIDTH)
+    row.add_column(justify="right", width=4)
+    row.add_column(no_wrap=True, overflow="ellipsis")
+    indeterminate = task.state is TaskState.RUNNING and task.fraction == 0 and _spinning(task)
+    bar = ProgressBar(
+        total=1.0,
+        completed=task.fraction,
+        width=BAR_WIDTH,
+        pulse=indeterminate,
+        complete_style="green" if task.state is TaskState.SUCCEEDED else "yellow",
+        finished_style="green",
+    )
+    timing = []
+    elapsed = task.elapsed(now)
+    if elapsed is not None:
+        timing.append(f"elapsed {format_duration(elapsed)}")
+    eta = task_eta(task)
+    if eta is not None and not task.at_rest:
+        timing.append(f"ETA {format_duration(eta)}")
+    if task.max_iterations:
+        timing.append(f"iteration {task.iteration}/{task.max_iterations}")
+    elif task.iteration:
+        timing.append(f"iteration {task.iteration}")
+    row.add_row(bar, Text(percent(task), style="bold"), Text("  ".join(timing), style="dim"))
+    if task.metrics:
+        metrics = "  ".join(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
+        row.add_row("", "", Text(metrics, style="dim"))
+    return row
+
+
+def _spinning(task: Task) -> bool:
+    current = task.current_step
+    if current is not None:
+        return current.progress is not None and current.progress.indeterminate
+    return task.progress is not None and task.progress.indeterminate
+
+
+def _step_checklist(steps: Sequence[Step]) -> Table:
+    checklist = Table.grid(padding=(0, 1))
+    checklist.add_column(width=1)
+    checklist.add_column(no_wrap=True)
+    checklist.add_column(style="dim")
+    for step in steps:
+        mark, style = STEP_MARKS.get(step.state, STEP_MARKS[None])
+        name_style = "bold" if step.state is StepState.RUNNING else ""
+        checklist.add_row(
+            Text(mark, style=style), Text(step.display_name, style=name_style), step_detail(step)
+        )
+    return checklist
+
+
+def _outcome(task: Task) -> list[RenderableType]:
+    lines: list[RenderableType] = []
+    if task.error is not None:
+        code = f"{task.error.code}: " if task.error.code else ""
+        lines.append(Text(f"✘ {code}{task.error.message}", style="red"))
+    if task.cancel_request is not None:
+        request = task.cancel_request
+        by = f" by {request.requested_by}" if request.requested_by else ""
+        why = f": {request.reason}" if request.reason else ""
+        verb = "cancelled" if task.state is TaskState.CANCELLED else "cancel requested"
+        lines.append(Text(f"⊘ {verb}{by}{why}", style="magenta"))
+    for artifact in task.artifacts:
+        lines.append(Text(f"⇩ {artifact.name}  {artifact.uri}", style="cyan"))
+    return lines
+
+
+def board_header(target: str, tasks: Sequence[Task], revision: int, status: str = "") -> Text:
+    """The line above the panels: where, how many tasks in which states, and the revision."""
+    counts: dict[str, int] = {}
+    for task in tasks:
+        counts[state_name(task.state).lower()] = counts.get(state_name(task.state).lower(), 0) + 1
+    summary = ", ".join(f"{count} {state}" for state, count in counts.items())
+    noun = "task" if len(tasks) == 1 else "tasks"
+    header = Text.assemble(("Headway", "bold"), f" · {target} · {len(tasks)} {noun}")
+    if summary:
+        header.append(f" ({summary})")
+    header.append(f" · revision {revision}", style="dim")
+    if status:
+        header.append(f" · {status}", style="bold red")
+    return header
+
+
+# -- plain lines, for pipes and logs ----------------------------------------------------
+
+
+def plain_line(event: events.Event, previous: Task | None = None) -> str | None:
+    """One line for one change; None for events that change nothing (heartbeats).
+
+    Args:
+        event: The event to describe.
+        previous: The task as it was before this event, to name the step that changed.
+    """
+    match event:
+        case events.Snapshot() | events.Created() | events.Updated():
+            kind = type(event).__name__.lower()
+            return f"rev={event.revision} {kind} {task_summary(event.task, previous)}"
+        case events.Deleted():
+            return f"rev={event.revision} deleted {event.task.id}"
+        case events.LogsAppended():
+            return "\n".join(
+                f"rev={event.revision} log {event.task_id} {log_line(entry)}"
+                for entry in event.entries
+            )
+        case events.Synced():
+            return f"rev={event.revision} synced"
+        case events.Resync():
+            return f"resync ({event.reason.value.lower()}): rebuilding from a snapshot"
+    return None
+
+
+def task_summary(task: Task, previous: Task | None = None) -> str:
+    """`id STATE 45% | step: RUNNING 40/120 files, message` for the step that changed."""
+    text = f"{task.id} {state_name(task.state)} {percent(task)}"
+    step = changed_step(task, previous) or task.current_step
+    if step is not None:
+        detail = step_detail(step)
+        text += f" | {step.key}: {state_name(step.state)}" + (f" {detail}" if detail else "")
+    if task.message and (previous is None or previous.message != task.message):
+        text += f' | "{task.message}"'
+    if task.iteration and (previous is None or previous.iteration != task.iteration):
+        of = f"/{task.max_iterations}" if task.max_iterations else ""
+        text += f" | iteration {task.iteration}{of}"
+    if task.metrics and (previous is None or previous.metrics != task.metrics):
+        text += " | " + " ".join(f"{k}={v:g}" for k, v in sorted(task.metrics.items()))
+    if task.error is not None:
+        text += f" | error {task.error.code}: {task.error.message}"
+    if task.cancel_request is not None and not task.at_rest:
+        text += f" | cancel requested by {task.cancel_request.requested_by or 'someone'}"
+    return text
+
+
+def changed_step(task: Task, previous: Task | None) -> Step | None:
+    """The last step whose state, progress or status line differs from before."""
+    if previous is None:
+        return None
+    before = {step.key: step for step in previous.steps}
+    changed = None
+    for step in task.steps:
+        old = before.get(step.key)
+        if old is None or (old.state, old.raw.progress, old.message) != (
+            step.state,
+            step.raw.progress,
+            step.message,
+        ):
+            changed = step
+    return changed
+
+
+__all__ = [
+    "board_header",
+    "format_duration",
+    "log_line",
+    "plain_line",
+    "task_eta",
+    "task_panel",
+    "task_summary",
+    "task_table",
+]

@@ -1,0 +1,274 @@
+"""Every subcommand's output and exit code, and the one-line errors a person may meet."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from headway.client import HeadwayClient, LogLevel, TaskState, Tracker
+from tests.cli.conftest import HEADWAY, Stream, environment, headway
+from tests.conftest import ServerHarness
+
+
+async def populate(harness: ServerHarness) -> None:
+    """Three tasks: a finished report with logs, a running training, a failed import."""
+    async with Tracker(harness.target, progress_rate=None) as tracker:
+        async with tracker.task(
+            "report-1",
+            display_name="Nightly report",
+            kind="report",
+            labels={"team": "bi"},
+            steps=["fetch", "write"],
+        ) as task:
+            async with task.step("fetch") as step:
+                await step.log("fetched 3 pages")
+                await step.log("slow mirror", level=LogLevel.WARNING, mirror="eu")
+            async with task.step("write"):
+                await task.log("wrote report.pdf")
+                await task.metrics(tokens=1520)
+        train = tracker.task("train-1", kind="ml.train", labels={"team": "ml"}, steps=["epochs"])
+        await train.start()
+        await train.step("epochs").progress(3, 10, unit="epochs")
+        with pytest.raises(KeyError):
+            async with (
+                tracker.task("import-1", kind="etl", steps=["parse"]) as failing,
+                failing.step("parse"),
+            ):
+                raise KeyError("customer_id")
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, f"expected one line, got:\n{text}"
+    return lines[0]
+
+
+async def test_tasks_lists_a_table_filters_and_json(harness: ServerHarness) -> None:
+    await populate(harness)
+    server = ("--server", harness.target)
+    listed, running, labelled, kinds, none, limited = await asyncio.gather(
+        headway("tasks", *server),
+        headway("tasks", *server, "--state", "running"),
+        headway("tasks", *server, "--label", "team=bi", "--json"),
+        headway("tasks", *server, "--kind", "etl", "--kind", "report"),
+        headway("tasks", *server, "--kind", "nothing"),
+        headway("tasks", *server, "--limit", "1", "--json"),
+    )
+    assert listed.code == 0, listed.stderr
+    header, *rows = listed.lines
+    assert header.split() == ["ID", "NAME", "KIND", "STATE", "PROGRESS", "STEP", "UPDATED"]
+    assert [row.split()[0] for row in rows] == ["report-1", "train-1", "import-1"]
+    assert re.search(r"report-1\s+Nightly report\s+report\s+SUCCEEDED\s+100%", listed.stdout)
+    assert re.search(r"train-1\s+ml.train\s+RUNNING\s+30%\s+epochs \(3/10 epochs\)", listed.stdout)
+    assert re.search(r"import-1\s+etl\s+FAILED", listed.stdout)
+
+    assert [row.split()[0] for row in running.lines[1:]] == ["train-1"]
+    assert labelled.code == 0
+    (task,) = json.loads(labelled.stdout)
+    assert task["id"] == "report-1"
+    assert task["state"] == "TASK_STATE_SUCCEEDED"
+    assert [row.split()[0] for row in kinds.lines[1:]] == ["report-1", "import-1"]
+    assert (none.code, none.stdout, none.stderr.strip()) == (0, "", "No tasks match.")
+    assert [t["id"] for t in json.loads(limited.stdout)] == ["report-1"]
+
+
+async def test_task_shows_one_task_in_detail(harness: ServerHarness) -> None:
+    await populate(harness)
+    server = ("--server", harness.target)
+    shown, report, as_json = await asyncio.gather(
+        headway("task", "import-1", *server),
+        headway("task", "report-1", *server),
+        headway("task", "train-1", *server, "--json"),
+    )
+    assert shown.code == 0, shown.stderr
+    assert "import-1" in shown.stdout
+    assert "FAILED" in shown.stdout
+    assert "✘ parse" in shown.stdout
+    assert "✘ KeyError: 'customer_id'" in shown.stdout
+    assert "Traceback (most recent call last)" in shown.stdout  # the recorded one
+    assert re.search(r"labels\s+team=bi", report.stdout)
+    assert re.search(r"metrics\s+tokens=1520", report.stdout)
+    assert json.loads(as_json.stdout)["steps"][0]["progress"]["units"]["current"] == "3"
+
+
+async def test_logs_prints_filters_and_searches(harness: ServerHarness) -> None:
+    await populate(harness)
+    server = ("--server", harness.target)
+    logs, warnings, found, by_step, as_json = await asyncio.gather(
+        headway("logs", "report-1", *server),
+        headway("logs", "report-1", *server, "--level", "warning"),
+        headway("logs", "report-1", *server, "--search", "REPORT"),
+        headway("logs", "report-1", *server, "--step", "fetch"),
+        headway("logs", "report-1", *server, "--json"),
+    )
+    assert logs.code == 0, logs.stderr
+    assert len(logs.lines) == 3
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO +fetch: fetched 3 pages", logs.lines[0])
+    assert logs.lines[1].endswith("WARNING fetch: slow mirror mirror=eu")
+    assert logs.lines[2].endswith("INFO    wrote report.pdf")
+    assert [line.split(" ", 1)[1] for line in warnings.lines] == [
+        "WARNING fetch: slow mirror mirror=eu"
+    ]
+    assert len(found.lines) == 1
+    assert found.lines[0].endswith("wrote report.pdf")
+    assert len(by_step.lines) == 2
+    assert json.loads(as_json.lines[0])["message"] == "fetched 3 pages"
+
+
+async def test_logs_follow_prints_new_lines_until_the_task_rests(harness: ServerHarness) -> None:
+    async with Tracker(harness.target) as tracker, tracker.task("tail-1") as task:
+        await task.log("before")
+        follow = await Stream.start(
+            "logs", "tail-1", "--follow", "--search", "line", "--server", harness.target
+        )
+        await task.log("first line")
+        await follow.wait_for(lambda lines: any("first line" in line for line in lines))
+        await task.log("ignored: does not match")
+        await task.log("second line")
+    result = await follow.finish()
+    assert result.code == 0, result.stderr
+    assert [line.split()[-2:] for line in result.lines] == [["first", "line"], ["second", "line"]]
+
+
+async def test_cancel_reaches_the_agent_and_waits_for_its_confirmation(
+    harness: ServerHarness,
+) -> None:
+    working = asyncio.Event()
+
+    async def agent() -> None:
+        async with (
+            Tracker(harness.target, progress_rate=50) as tracker,
+            tracker.task("cancel-me", steps=["loop"]) as task,
+            task.step("loop") as step,
+        ):
+            for n in range(100_000):
+                await step.progress(n, 100_000)
+                working.set()
+                await asyncio.sleep(0.005)
+
+    running = asyncio.create_task(agent())
+    await working.wait()
+    result = await headway(
+        "cancel",
+        "cancel-me",
+        "--reason",
+        "wrong input",
+        "--by",
+        "dana",
+        "--wait",
+        "10",
+        "--server",
+        harness.target,
+    )
+    await asyncio.wait_for(running, 10)
+    assert result.code == 0, result.stderr
+    assert result.lines == [
+        "Cancel requested for cancel-me; its agent stops at its next report.",
+        "cancel-me is CANCELLED.",
+    ]
+    task = await harness.client().get_task("cancel-me")
+    assert (task.cancel_request.requested_by, task.cancel_request.reason) == ("dana", "wrong input")
+
+
+async def test_cancel_force_and_delete(harness: ServerHarness) -> None:
+    client = harness.client()
+    await client.create_task("stuck", start=True)
+    refused = await headway("delete", "stuck", "--server", harness.target)
+    assert refused.code == 1
+    assert one_line(refused.stderr).endswith("[TASK_NOT_AT_REST]")
+    assert one_line(refused.stderr).startswith("headway: ")
+    forced = await headway("cancel", "stuck", "--force", "--server", harness.target)
+    assert (forced.code, forced.stdout) == (0, "Cancelled stuck.\n")
+    task = await client.get_task("stuck")
+    assert task.state == TaskState.CANCELLED
+    assert "@" in task.cancel_request.requested_by  # user@host by default
+    deleted = await headway("delete", "stuck", "--server", harness.target)
+    assert deleted.code == 0
+    assert re.fullmatch(r"Deleted stuck \(revision \d+\)\.\n", deleted.stdout)
+
+
+async def test_an_unknown_task_is_one_line_and_exit_1(harness: ServerHarness) -> None:
+    commands = ("task", "logs", "cancel", "delete")
+    results = await asyncio.gather(
+        *(headway(command, "nope", "--server", harness.target) for command in commands)
+    )
+    for command, result in zip(commands, results, strict=True):
+        assert result.code == 1, command
+        assert one_line(result.stderr) == "headway: task 'nope' not found [TASK_NOT_FOUND]"
+        assert result.stdout == ""
+
+
+async def test_an_unreachable_server_is_one_line_and_exit_1() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    commands = (["tasks"], ["watch"], ["task", "x"], ["logs", "x"], ["cancel", "x"])
+    results = await asyncio.gather(
+        *(headway(*command, "--server", f"127.0.0.1:{port}") for command in commands)
+    )
+    for command, result in zip(commands, results, strict=True):
+        assert result.code == 1, command
+        assert one_line(result.stderr).startswith(
+            f"headway: cannot reach a Headway server at 127.0.0.1:{port}"
+        )
+
+
+async def test_bad_filters_are_one_line(harness: ServerHarness) -> None:
+    server = ("--server", harness.target)
+    bad_state, bad_label, rejected, watch_rejected = await asyncio.gather(
+        headway("tasks", "--state", "sleeping", *server),
+        headway("watch", "--label", "team", *server),
+        headway("tasks", "--kind", "no spaces allowed", *server),
+        headway("watch", "--kind", "no spaces", *server),
+    )
+    assert bad_state.code == 2
+    assert "invalid choice: 'sleeping'" in one_line(bad_state.stderr)
+    assert bad_label.code == 2
+    assert "'team' is not KEY=VALUE" in one_line(bad_label.stderr)
+    assert rejected.code == 1
+    assert "filter.kinds[0]" in one_line(rejected.stderr)
+    assert watch_rejected.code == 1
+    assert "filter.kinds[0]" in one_line(watch_rejected.stderr)
+
+
+async def test_the_server_address_comes_from_the_environment(harness: ServerHarness) -> None:
+    await harness.client().create_task("from-env")
+    result = await headway("tasks", env=environment(HEADWAY_SERVER=harness.target))
+    assert result.code == 0, result.stderr
+    assert "from-env" in result.stdout
+
+
+async def test_serve_runs_the_server_with_its_own_flags(tmp_path: Path) -> None:
+    helped = await headway("serve", "--help")
+    assert helped.code == 0
+    assert "--database" in helped.stdout
+    process = await asyncio.create_subprocess_exec(
+        str(HEADWAY),
+        "serve",
+        "--address",
+        "127.0.0.1:0",
+        "--database",
+        str(tmp_path / "s.db"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=environment(),
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(20):
+        while True:
+            line = (await process.stdout.readline()).decode()
+            assert line, "the server exited"
+            serving = re.search(r"headway serving on port (\d+)", line)
+            if serving:
+                break
+    async with HeadwayClient(f"127.0.0.1:{serving.group(1)}") as client:
+        assert (await client.create_task("served")).id == "served"
+    process.terminate()
+    assert await asyncio.wait_for(process.wait(), 20) == 0
+    invalid = await headway("serve", "--max-subscribers", "0")
+    assert invalid.code == 2

@@ -1,0 +1,73 @@
+"""`headway demo` runs to completion: every agent's story ends as it should."""
+
+from __future__ import annotations
+
+import re
+
+from headway.client import TaskState, task_filter
+from tests.cli.conftest import Terminal, headway
+from tests.conftest import ServerHarness
+
+FAST = ("--speed", "100")
+
+
+async def test_the_demo_runs_on_an_embedded_server_when_none_is_reachable() -> None:
+    result = await headway("demo", *FAST, "--server", "127.0.0.1:1")
+    assert result.code == 0, result.stderr
+    assert "no server at 127.0.0.1:1; running an embedded server" in result.stderr
+    summary = result.stdout.split("The demo is over:\n")[1].splitlines()
+    outcomes = {line.split()[0].rsplit("-", 1)[1]: line.split()[1] for line in summary}
+    assert outcomes == {
+        "report": "SUCCEEDED",
+        "train": "SUCCEEDED",
+        "review": "SUCCEEDED",
+        "import": "FAILED",
+        "crawl": "CANCELLED",
+    }
+    # Everything moved: sub-progress, discovered steps, logs, the failure, the cancel.
+    assert re.search(r"fetch: RUNNING \d+/120 files", result.stdout)
+    assert re.search(r"read-3: RUNNING \d/6 pages", result.stdout)
+    assert re.search(r"iteration 8/8", result.stdout)
+    assert "error ValueError: row 62: expected 5 columns, found 4" in result.stdout
+    assert "cancel requested by headway demo" in result.stdout
+    assert "stopping: cancelled by headway demo" in result.stdout
+
+
+async def test_the_demo_reports_to_a_running_server(harness: ServerHarness) -> None:
+    result = await headway("demo", *FAST, "--server", harness.target)
+    assert result.code == 0, result.stderr
+    label = re.search(r"headway tasks --label demo=(\w+)", result.stdout)
+    assert label is not None, result.stdout
+    tasks = await harness.client().list_all_tasks(task_filter(labels={"demo": label.group(1)}))
+    states = sorted(TaskState(task.state).name for task in tasks)
+    assert states == ["CANCELLED", "FAILED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
+    crawl = next(task for task in tasks if task.id.endswith("-crawl"))
+    assert crawl.cancel_request.requested_by == "headway demo"
+
+
+async def test_the_demo_draws_panels_on_a_tall_terminal() -> None:
+    terminal = Terminal(columns=100, rows=80)
+    try:
+        await terminal.start("demo", *FAST, "--embedded")
+        screen = await terminal.wait_for(lambda text: "The demo is over" in text, timeout=30)
+    finally:
+        await terminal.close()
+    for name in ("Quarterly report", "Fine-tune classifier", "Literature review"):
+        assert name in screen
+    assert "✘ ValueError: row 62: expected 5 columns, found 4" in screen
+    assert "⊘ cancelled by headway demo: no longer needed" in screen
+    assert "⇩ report.pdf  s3://reports/q3.pdf" in screen
+
+
+async def test_the_demo_fits_a_small_terminal_with_one_line_per_task() -> None:
+    terminal = Terminal(columns=100, rows=24)
+    try:
+        await terminal.start("demo", *FAST, "--embedded")
+        screen = await terminal.wait_for(lambda text: "The demo is over" in text, timeout=30)
+    finally:
+        await terminal.close()
+    rows = [
+        line for line in screen.splitlines() if re.match(r"(SUCCEEDED|FAILED|CANCELLED) ", line)
+    ]
+    assert len(rows) == 5, screen
+    assert "╭" not in screen  # no panels: they would not fit
