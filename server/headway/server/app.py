@@ -2,8 +2,10 @@
 
 `create_server` binds and starts everything and returns a handle whose
 `stop()` shuts down in the order clients can cope with: health turns
-NOT_SERVING, streams end with UNAVAILABLE (clients resume elsewhere), in-flight
-mutations finish within the grace period, and only then the store closes.
+NOT_SERVING, streams end with UNAVAILABLE (clients resume elsewhere), new
+mutations are answered UNAVAILABLE while accepted ones commit, the port
+closes with a grace period for calls still running, and only then the store
+closes.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ class RunningServer:
                 "the server is shutting down; resume from the last revision received",
             )
         )
-        await self.server.stop(grace)
         await self.janitor.stop()
+        drain = min(self.settings.shutdown_drain.total_seconds(), grace)
+        await self.engine.drain(at_least=drain, at_most=grace)
+        await self.server.stop(grace)
         await self.engine.stop()
         logger.info("server stopped")
 

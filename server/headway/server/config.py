@@ -109,5 +109,9 @@ class Settings(BaseSettings):
     shutdown_grace: timedelta = Field(
         timedelta(seconds=5), description="How long in-flight calls may finish at shutdown."
     )
+    shutdown_drain: timedelta = Field(
+        timedelta(milliseconds=100),
+        description="How long new mutations are answered UNAVAILABLE before the port closes.",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     limits: Limits = Limits()

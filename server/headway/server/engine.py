@@ -180,6 +180,8 @@ class Engine:
         self._next_pin = 0
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._refusing = False
+        self._committing = False
         self.estimator = Estimator(settings.eta_smoothing.total_seconds())
         # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
         # the lease of every task not at rest, the deadline of every pending cancel
@@ -215,6 +217,21 @@ class Engine:
             self.revision,
             self.compacted,
         )
+
+    async def drain(self, *, at_least: float, at_most: float) -> None:
+        """Refuse new mutations (UNAVAILABLE, retryable) and let accepted ones commit.
+
+        Refusing for `at_least` seconds before the port closes gives a call that
+        races the shutdown a clear, retryable answer instead of a cancelled call.
+        """
+        self._refusing = True
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while loop.time() - started < at_most:
+            idle = not self._queue and not self._committing
+            if idle and loop.time() - started >= at_least:
+                return
+            await asyncio.sleep(0.005)
 
     async def stop(self) -> None:
         """Commit what is queued, then stop the loops and close the store."""
@@ -294,8 +311,12 @@ class Engine:
                 _check_same_request(record, method, print_)
                 return await self._replay(record)
         future: asyncio.Future[Outcome | RequestRecord] = asyncio.get_running_loop().create_future()
-        if self._stopping:
-            raise HeadwayError(Kind.UNAVAILABLE, "SHUTTING_DOWN", "the server is shutting down")
+        if self._refusing or self._stopping:
+            raise HeadwayError(
+                Kind.UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "the server is shutting down; retry (with the same request_id) elsewhere or later",
+            )
         self._queue.append(
             _Command(tenant, task_id, method, print_, request_id, expected_revision, apply, future)
         )
@@ -338,7 +359,11 @@ class Engine:
             while self._queue:
                 limit = self._settings.max_batch_mutations
                 commands, self._queue = self._queue[:limit], self._queue[limit:]
-                await self._commit_group(commands)
+                self._committing = True
+                try:
+                    await self._commit_group(commands)
+                finally:
+                    self._committing = False
             if self._stopping:
                 return
 
