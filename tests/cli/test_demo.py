@@ -31,6 +31,9 @@ async def test_the_demo_runs_on_an_embedded_server_when_none_is_reachable() -> N
     assert "error ValueError: row 62: expected 5 columns, found 4" in result.stdout
     assert "cancel requested by headway demo" in result.stdout
     assert "stopping: cancelled by headway demo" in result.stdout
+    # Declared durations give ETAs from the start; the observed rate joins in.
+    assert re.search(r"\| ETA \d:\d\d:\d\d \(agent\)", result.stdout)
+    assert re.search(r"\| ETA (\d:\d\d:\d\d|overdue) \(combined\)", result.stdout)
 
 
 async def test_the_demo_reports_to_a_running_server(harness: ServerHarness) -> None:

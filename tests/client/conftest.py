@@ -7,6 +7,7 @@ was committed but whose answer never arrived.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -82,6 +83,35 @@ class LoseFirstAnswer(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return commit_then_lose_answer
 
         return _wrap_unary(await continuation(details), wrap)
+
+
+class FailHeartbeats(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Answers the next Heartbeat calls with the given codes, one each, then lets them through."""
+
+    def __init__(self, *codes: grpc.StatusCode) -> None:
+        self.codes = list(codes)
+        self.recovered = asyncio.Event()  # a heartbeat got through after every failure
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if not details.method.endswith("/Heartbeat"):
+            return handler
+
+        def wrap(inner: Handler) -> Handler:
+            async def maybe_fail(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                if self.codes:
+                    await context.abort(self.codes.pop(0), "injected: heartbeat failed")
+                response = await inner(request, context)
+                self.recovered.set()
+                return response
+
+            return maybe_fail
+
+        return _wrap_unary(handler, wrap)
 
 
 class InterceptedHarness(ServerHarness):

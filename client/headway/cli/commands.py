@@ -12,7 +12,7 @@ import getpass
 import json
 import socket
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.json_format import MessageToDict, MessageToJson
 from rich.console import Console, Group, RenderableType
@@ -24,7 +24,7 @@ from headway.cli.errors import CliError
 from headway.cli.filters import filter_from
 from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
 from headway.client import HeadwayClient, LiveView, events, subscribe, task_filter
-from headway.client.models import LogEntry, LogLevel, Task, TaskState
+from headway.client.models import CancelRequest, Estimate, LogEntry, LogLevel, Task, TaskState
 from headway.v1 import log_pb2
 
 
@@ -103,34 +103,93 @@ async def cmd_task(args: argparse.Namespace, client: HeadwayClient) -> int:
     if args.json:
         print(MessageToJson(task.raw, indent=2))
         return 0
+    now = datetime.now(UTC)
     details = Table.grid(padding=(0, 2))
     details.add_column(style="bold")
     details.add_column()
-    for name, value in _details(task):
+    for name, value in _details(task, now):
         details.add_row(name, value)
-    parts: list[RenderableType] = [render.task_panel(task, log_lines=0), details]
+    parts: list[RenderableType] = [render.task_panel(task, log_lines=0, now=now), details]
     if task.error is not None and task.error.details.get("traceback"):
         parts.append(Text(task.error.details["traceback"].rstrip(), style="dim red"))
     console().print(Group(*parts))
     return 0
 
 
-def _details(task: Task) -> list[tuple[str, str]]:
-    def when(moment: datetime | None) -> str:
-        return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
+
+def _clock(moment: datetime) -> str:
+    return moment.astimezone().strftime("%H:%M:%S")
+
+
+def _details(task: Task, now: datetime) -> list[tuple[str, str]]:
     rows = [
         ("kind", task.kind or "-"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(task.labels.items())) or "-"),
         ("parent", task.parent_id or "-"),
-        ("created", when(task.create_time)),
-        ("started", when(task.start_time)),
-        ("finished", when(task.finish_time)),
+        ("created", _when(task.create_time)),
+        ("started", _when(task.start_time)),
+        ("finished", _when(task.finish_time)),
         ("revision", str(task.revision)),
     ]
+    if not task.at_rest:
+        rows.append(("eta", _eta_detail(task, now)))
+        rows.extend(_liveness_details(task, now))
     if task.metrics:
         rows.append(("metrics", ", ".join(f"{k}={v:g}" for k, v in sorted(task.metrics.items()))))
+    if task.cancel_request is not None:
+        rows.append(("cancel", _cancel_detail(task.cancel_request, task.at_rest, now)))
     return rows
+
+
+def _eta_detail(task: Task, now: datetime) -> str:
+    """The time left and what it rests on, then the finish time and its plausible range."""
+    left = render.eta_text(task, now) or "ETA unknown"
+    estimate: Estimate | None = task.eta
+    if estimate is None:
+        return "unknown (no evidence yet: no rate, history or declared duration)"
+    text = left.removeprefix("ETA ")
+    text += f", confidence {estimate.confidence:.0%}"
+    if estimate.finish_time is not None:
+        text += f"; finish at {_clock(estimate.finish_time)}"
+    early, late = estimate.earliest_finish_time, estimate.latest_finish_time
+    if early is not None and late is not None and _clock(early) != _clock(late):
+        text += f" (likely between {_clock(early)} and {_clock(late)})"
+    return text
+
+
+def _liveness_details(task: Task, now: datetime) -> list[tuple[str, str]]:
+    """The lease, the last report, and whether the agent went silent for longer."""
+    rows = []
+    if task.lease_duration is not None:
+        rows.append(("lease", render.format_duration(task.lease_duration)))
+    if task.last_report_time is not None:
+        silence = task.silence(now) or timedelta(0)
+        ago = f" ({render.format_duration(silence)} ago)"
+        rows.append(("last report", _when(task.last_report_time) + ago))
+    stalled = render.stalled_text(task, now)
+    rows.append(("stalled", f"yes: {stalled.removeprefix('STALLED, ')}" if stalled else "no"))
+    return rows
+
+
+def _cancel_detail(request: CancelRequest, at_rest: bool, now: datetime) -> str:
+    """Who asked and why, and by when the agent must confirm (or that it did not)."""
+    text = f"requested by {request.requested_by or 'someone'}"
+    if request.request_time is not None:
+        text += f" at {_when(request.request_time)}"
+    if request.reason:
+        text += f": {request.reason}"
+    if request.forced:
+        text += "; forced: the agent did not confirm in time"
+    elif not at_rest and request.deadline_time is not None:
+        left = max(request.deadline_time - now, timedelta(0))
+        text += (
+            f"; pending, the server cancels it at {_when(request.deadline_time)}"
+            f" (in {render.format_countdown(left)}) unless its agent confirms first"
+        )
+    return text
 
 
 async def cmd_logs(args: argparse.Namespace, client: HeadwayClient) -> int:
@@ -191,20 +250,29 @@ def _print_log(entry: LogEntry, as_json: bool) -> None:
 async def cmd_cancel(args: argparse.Namespace, client: HeadwayClient) -> int:
     task = Task.from_proto(
         await client.cancel_task(
-            args.task_id, reason=args.reason, requested_by=args.by or _who(), force=args.force
+            args.task_id,
+            reason=args.reason,
+            requested_by=args.by or _who(),
+            force=args.force,
+            deadline=timedelta(seconds=args.deadline) if args.deadline is not None else None,
         )
     )
     if task.state is TaskState.CANCELLED:
         print(f"Cancelled {task.id}.")
         return 0
-    print(f"Cancel requested for {task.id}; its agent stops at its next report.")
+    request = task.cancel_request
+    deadline = request.deadline_time if request is not None else None
+    by = f", or the server cancels it at {_clock(deadline)}" if deadline is not None else ""
+    print(f"Cancel requested for {task.id}; its agent stops at its next report{by}.")
     if args.wait:
         async with LiveView(client, task_filter(task_ids=[task.id])) as view:
             try:
                 final = await view.wait_at_rest(task.id, timeout=args.wait)
             except TimeoutError:
                 raise CliError(f"{task.id} is still {render.state_name(task.state)}") from None
-        print(f"{final.id} is {render.state_name(final.state)}.")
+        forced = final.cancel_request is not None and final.cancel_request.forced
+        how = " (forced: its agent did not confirm in time)" if forced else ""
+        print(f"{final.id} is {render.state_name(final.state)}{how}.")
     return 0
 
 

@@ -5,8 +5,11 @@ follows them: a report with sub-progress in units, a fraction and a spinner; a
 training loop with iterations and metrics; a literature review that discovers
 its steps as it goes; an import that fails on a bad row (the exception and its
 traceback are recorded); and a crawl that a viewer cancels, which the agent
-learns at its next report. With no server reachable, the demo runs an embedded
-one on a temporary database.
+learns at its next report. Each agent declares how long its steps should take
+(`expected_duration`, scaled by --speed), so ETAs show from the first moment and
+move as the observed rate takes over; run the demo twice against one server and
+the first run's history joins in. With no server reachable, the demo runs an
+embedded one on a temporary database.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from headway.cli import render
@@ -64,9 +68,13 @@ class Run:
     def labels(self) -> dict[str, str]:
         return {"demo": self.id}
 
-
-def spec(key: str, name: str, weight: float = 0.0) -> task_service_pb2.StepSpec:
-    return task_service_pb2.StepSpec(key=key, display_name=name, weight=weight)
+    def spec(
+        self, key: str, name: str, expect: float, weight: float = 0.0
+    ) -> task_service_pb2.StepSpec:
+        """A step that should take about `expect` seconds at speed 1 (the agent's own guess)."""
+        step = task_service_pb2.StepSpec(key=key, display_name=name, weight=weight)
+        step.expected_duration.FromTimedelta(timedelta(seconds=expect / self.pace.speed))
+        return step
 
 
 async def quarterly_report(run: Run) -> None:
@@ -77,9 +85,9 @@ async def quarterly_report(run: Run) -> None:
         kind="report",
         labels=run.labels,
         steps=[
-            spec("fetch", "Fetch sources"),
-            spec("analyze", "Analyze"),
-            spec("write", "Write", 2),
+            run.spec("fetch", "Fetch sources", 10),
+            run.spec("analyze", "Analyze", 5),
+            run.spec("write", "Write", 5, weight=2),
         ],
     ) as task:
         async with task.step("fetch") as step:
@@ -109,9 +117,9 @@ async def train_model(run: Run) -> None:
         kind="ml.train",
         labels=run.labels,
         steps=[
-            spec("prepare", "Prepare data"),
-            spec("train", "Train", 4),
-            spec("evaluate", "Evaluate"),
+            run.spec("prepare", "Prepare data", 2),
+            run.spec("train", "Train", 25, weight=4),
+            run.spec("evaluate", "Evaluate", 3),
         ],
         max_iterations=epochs,
     ) as task:
@@ -141,7 +149,7 @@ async def literature_review(run: Run) -> None:
         display_name="Literature review",
         kind="literature-review",
         labels=run.labels,
-        steps=[spec("search", "Search")],
+        steps=[run.spec("search", "Search", 3)],
     ) as task:
         async with task.step("search") as step:
             await step.progress()
@@ -149,8 +157,8 @@ async def literature_review(run: Run) -> None:
             await run.pace.sleep(3)
             await step.log(f"found {len(papers)} papers")
         await task.add_steps(
-            *(spec(f"read-{n}", f"Read: {title}") for n, title in enumerate(papers, 1)),
-            spec("summarize", "Summarize"),
+            *(run.spec(f"read-{n}", f"Read: {title}", 3) for n, title in enumerate(papers, 1)),
+            run.spec("summarize", "Summarize", 2),
         )
         for n in range(1, len(papers) + 1):
             async with task.step(f"read-{n}") as step:
@@ -168,7 +176,11 @@ async def flaky_import(run: Run) -> None:
         display_name="Import customers.csv",
         kind="etl",
         labels=run.labels,
-        steps=[spec("download", "Download"), spec("parse", "Parse rows"), spec("load", "Load")],
+        steps=[
+            run.spec("download", "Download", 2),
+            run.spec("parse", "Parse rows", 5),
+            run.spec("load", "Load", 3),
+        ],
     ) as task:
         async with task.step("download") as step:
             for n in range(1, 5):
@@ -191,7 +203,7 @@ async def endless_crawl(run: Run) -> None:
             display_name="Crawl docs.example.com",
             kind="crawl",
             labels=run.labels,
-            steps=[spec("crawl", "Crawl pages", 3), spec("index", "Index")],
+            steps=[run.spec("crawl", "Crawl pages", 600, weight=3), run.spec("index", "Index", 30)],
         ) as task,
         task.step("crawl") as step,
     ):

@@ -30,6 +30,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
+def positive_seconds(text: str) -> float:
+    """A number of seconds above zero; argparse reports anything else as a usage error."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="headway",
@@ -103,6 +114,13 @@ def build_parser() -> Parser:
     cancel.add_argument("--by", default="", metavar="WHO", help="who asks (default: user@host)")
     cancel.add_argument(
         "--force", action="store_true", help="cancel at once, without waiting for the agent"
+    )
+    cancel.add_argument(
+        "--deadline",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="how long the agent has to confirm before the server cancels the task anyway "
+        "(default: the server's, 60 s)",
     )
     cancel.add_argument(
         "--wait",

@@ -6,6 +6,7 @@ Every view of the command line draws tasks with these functions, so `watch`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -49,15 +50,41 @@ LEVEL_STYLES: dict[LogLevel | None, str] = {
 }
 
 
-def task_eta(task: Task) -> timedelta | None:
-    """The estimated time left of a task, or None when the task carries no estimate.
+STALLED_STYLE = "bold red"
 
-    This is the one place every view asks for an ETA. The server will report one
-    per task (computed from the observed rate and past runs of the same kind);
-    until the client models carry it, there is none, and nothing is guessed here.
+
+def task_eta(task: Task, now: datetime | None = None) -> timedelta | None:
+    """The estimated time left of a task as of `now` (default: now), or None without one.
+
+    This is the one place every view asks for an ETA. The server computes it (from
+    the observed rate, past runs of the same kind, or the agent's declared
+    durations) and stamps an absolute finish time, so the time left counts down
+    between changes; a task at rest has none, and nothing is ever guessed here.
     """
-    del task
-    return None
+    if task.eta is None or task.at_rest:
+        return None
+    return task.eta.time_left(now)
+
+
+def eta_text(task: Task, now: datetime | None = None) -> str | None:
+    """ "ETA 0:01:10 (history)", "ETA unknown" while nothing is known, None at rest."""
+    if task.at_rest:
+        return None
+    left = task_eta(task, now)
+    if left is None or task.eta is None:
+        return "ETA unknown"
+    basis = f" ({task.eta.basis.name.lower()})" if task.eta.basis is not None else ""
+    if not left:
+        return f"ETA overdue{basis}"  # the estimated finish has passed; the next change says more
+    return f"ETA {format_countdown(left)}{basis}"
+
+
+def stalled_text(task: Task, now: datetime | None = None) -> str | None:
+    """ "STALLED, no report for 0:00:42" while the agent is silent past its lease, else None."""
+    if not task.stalled or task.at_rest:
+        return None
+    silence = task.silence(now)
+    return f"STALLED, no report for {format_duration(silence)}" if silence else "STALLED"
 
 
 def state_name(state: TaskState | StepState | None) -> str:
@@ -70,6 +97,11 @@ def format_duration(duration: timedelta) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def format_countdown(duration: timedelta) -> str:
+    """H:MM:SS rounded up, so a countdown shows 0:00:00 only when nothing is left."""
+    return format_duration(timedelta(seconds=math.ceil(duration.total_seconds())))
 
 
 def percent(task: Task) -> str:
@@ -116,6 +148,9 @@ def task_panel(
     now = now or datetime.now(UTC)
     style = STATE_STYLES.get(task.state, "dim")
     rows: list[RenderableType] = [_progress_row(task, now)]
+    stalled = stalled_text(task, now)
+    if stalled is not None:
+        rows.append(Text(f"⚠ {stalled}", style=STALLED_STYLE))
     if task.message:
         rows.append(Text(task.message, style="italic"))
     if task.steps:
@@ -128,13 +163,16 @@ def task_panel(
         title.append(f" · {task.display_name}")
     if task.kind:
         title.append(f" ({task.kind})", style="dim")
+    subtitle = Text(state_name(task.state), style=style)
+    if stalled is not None:
+        subtitle.append(" · STALLED", style=STALLED_STYLE)
     return Panel(
         Group(*rows),
         title=title,
         title_align="left",
-        subtitle=Text(state_name(task.state), style=style),
+        subtitle=subtitle,
         subtitle_align="right",
-        border_style=style,
+        border_style=STALLED_STYLE if stalled is not None else style,
         expand=True,
     )
 
@@ -149,8 +187,12 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
     table.add_column(justify="right", width=4)
     table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # step
     table.add_column(no_wrap=True, style="dim")  # elapsed
+    table.add_column(no_wrap=True, style="dim")  # ETA
     for task in tasks:
         style = STATE_STYLES.get(task.state, "dim")
+        state = Text(state_name(task.state), style=style)
+        if task.stalled and not task.at_rest:
+            state = Text("STALLED", style=STALLED_STYLE)  # the state that needs a look
         name = task.id if task.display_name == task.id else f"{task.id} · {task.display_name}"
         step = task.current_step
         doing = ""
@@ -161,12 +203,13 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
             doing = f"✘ {task.error.message}"
         elapsed = task.elapsed(now)
         table.add_row(
-            Text(state_name(task.state), style=style),
+            state,
             Text(name, style="bold"),
             ProgressBar(total=1.0, completed=task.fraction, width=BAR_WIDTH // 2),
             Text(percent(task), style="bold"),
             doing,
             format_duration(elapsed) if elapsed is not None else "",
+            eta_text(task, now) or "",
         )
     return table
 
@@ -190,9 +233,9 @@ def _progress_row(task: Task, now: datetime) -> Table:
     elapsed = task.elapsed(now)
     if elapsed is not None:
         timing.append(f"elapsed {format_duration(elapsed)}")
-    eta = task_eta(task)
-    if eta is not None and not task.at_rest:
-        timing.append(f"ETA {format_duration(eta)}")
+    eta = eta_text(task, now)
+    if eta is not None:
+        timing.append(eta)
     if task.max_iterations:
         timing.append(f"iteration {task.iteration}/{task.max_iterations}")
     elif task.iteration:
@@ -251,6 +294,9 @@ def board_header(target: str, tasks: Sequence[Task], revision: int, status: str 
     header = Text.assemble(("Headway", "bold"), f" · {target} · {len(tasks)} {noun}")
     if summary:
         header.append(f" ({summary})")
+    stalled = sum(1 for task in tasks if task.stalled and not task.at_rest)
+    if stalled:
+        header.append(f" · {stalled} stalled", style=STALLED_STYLE)
     header.append(f" · revision {revision}", style="dim")
     if status:
         header.append(f" · {status}", style="bold red")
@@ -270,7 +316,10 @@ def plain_line(event: events.Event, previous: Task | None = None) -> str | None:
     match event:
         case events.Snapshot() | events.Created() | events.Updated():
             kind = type(event).__name__.lower()
-            return f"rev={event.revision} {kind} {task_summary(event.task, previous)}"
+            # A change is described as of its commit (its line is its record); a
+            # snapshot, which has no commit time, as of now.
+            summary = task_summary(event.task, previous, now=event.commit_time)
+            return f"rev={event.revision} {kind} {summary}"
         case events.Deleted():
             return f"rev={event.revision} deleted {event.task.id}"
         case events.LogsAppended():
@@ -285,8 +334,9 @@ def plain_line(event: events.Event, previous: Task | None = None) -> str | None:
     return None
 
 
-def task_summary(task: Task, previous: Task | None = None) -> str:
-    """`id STATE 45% | step: RUNNING 40/120 files, message` for the step that changed."""
+def task_summary(task: Task, previous: Task | None = None, *, now: datetime | None = None) -> str:
+    """`id STATE 45% | step: RUNNING 40/120 files, message` for the step that changed, then
+    the STALLED marker and the ETA (as of `now`, default now) while the task is not at rest."""
     text = f"{task.id} {state_name(task.state)} {percent(task)}"
     step = changed_step(task, previous) or task.current_step
     if step is not None:
@@ -303,6 +353,9 @@ def task_summary(task: Task, previous: Task | None = None) -> str:
         text += f" | error {task.error.code}: {task.error.message}"
     if task.cancel_request is not None and not task.at_rest:
         text += f" | cancel requested by {task.cancel_request.requested_by or 'someone'}"
+    for marker in (stalled_text(task, now), eta_text(task, now)):
+        if marker is not None:
+            text += f" | {marker}"
     return text
 
 
@@ -325,9 +378,12 @@ def changed_step(task: Task, previous: Task | None) -> Step | None:
 
 __all__ = [
     "board_header",
+    "eta_text",
+    "format_countdown",
     "format_duration",
     "log_line",
     "plain_line",
+    "stalled_text",
     "task_eta",
     "task_panel",
     "task_summary",

@@ -1,9 +1,10 @@
 """The Headway client: report and watch task progress over gRPC.
 
 For agents: `Tracker` (asyncio) and `SyncTracker` (threads) report a task and its
-steps, retry safely, coalesce progress and raise `TaskCancelled` when a viewer
-cancels. For viewers: `subscribe()` streams typed events and resumes by itself;
-`LiveView` keeps the current tasks. `HeadwayClient` is the thin layer under both.
+steps, retry safely, coalesce progress, keep the task alive with heartbeats while
+the agent is silent, and raise `TaskCancelled` when a viewer cancels. For viewers:
+`subscribe()` streams typed events and resumes by itself; `LiveView` keeps the
+current tasks. `HeadwayClient` is the thin layer under both.
 """
 
 from headway.client.client import (
@@ -48,6 +49,9 @@ from headway.client.live import LiveView
 from headway.client.models import (
     Artifact,
     CancelRequest,
+    Estimate,
+    EstimateBasis,
+    LeaseRenewal,
     LogEntry,
     LogLevel,
     Progress,
@@ -73,6 +77,8 @@ __all__ = [
     "Created",
     "DeadlineExceededError",
     "Deleted",
+    "Estimate",
+    "EstimateBasis",
     "Event",
     "FailedPreconditionError",
     "HeadwayClient",
@@ -80,6 +86,7 @@ __all__ = [
     "Heartbeat",
     "InternalError",
     "InvalidArgumentError",
+    "LeaseRenewal",
     "LiveView",
     "LogEntry",
     "LogLevel",

@@ -25,6 +25,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 
 from headway.client.errors import from_rpc_error
+from headway.client.models import LeaseRenewal
 from headway.client.retry import RetryPolicy, call_with_retry
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
@@ -47,6 +48,15 @@ def default_target() -> str:
 
 def _step_spec(step: StepLike) -> task_service_pb2.StepSpec:
     return task_service_pb2.StepSpec(key=step) if isinstance(step, str) else step
+
+
+def duration(value: timedelta | None) -> Duration | None:
+    """A timedelta as a Duration field; None leaves the field unset (the server's default)."""
+    if value is None:
+        return None
+    message = Duration()
+    message.FromTimedelta(value)
+    return message
 
 
 def task_filter(
@@ -136,9 +146,16 @@ class HeadwayClient:
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
         start: bool = False,
+        lease_duration: timedelta | None = None,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
+        """Create a task, PENDING (or RUNNING with `start`).
+
+        Args:
+            lease_duration: How long its agent may stay silent before the task is
+                marked stalled; None means the server's default (clamped to its bounds).
+        """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
             display_name=display_name,
@@ -150,6 +167,7 @@ class HeadwayClient:
             max_iterations=max_iterations,
             metrics=metrics or {},
             start=start,
+            lease_duration=duration(lease_duration),
             request_id=request_id or _new_request_id(),
         )
         response = await self._call(self.stub.CreateTask, request, timeout)
@@ -317,15 +335,23 @@ class HeadwayClient:
         reason: str = "",
         requested_by: str = "",
         force: bool = False,
+        deadline: timedelta | None = None,
         expected_revision: int = 0,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
+        """Ask for a task to be cancelled; its agent confirms (or `force` cancels at once).
+
+        Args:
+            deadline: How long the agent has to confirm before the server cancels the
+                task by itself; None means the server's default (clamped to its bounds).
+        """
         request = task_service_pb2.CancelTaskRequest(
             task_id=task_id,
             reason=reason,
             requested_by=requested_by,
             force=force,
+            deadline=duration(deadline),
             expected_revision=expected_revision,
             request_id=request_id or _new_request_id(),
         )
@@ -347,6 +373,14 @@ class HeadwayClient:
             request_id=request_id or _new_request_id(),
         )
         return (await self._call(self.stub.ConfirmCancel, request, timeout)).task
+
+    async def heartbeat(self, task_id: str, *, timeout: float | None = None) -> LeaseRenewal:
+        """Renew the task's lease (the agent is alive), and learn of a pending cancel request.
+
+        It changes nothing else, so it is safe to repeat: it carries no request_id.
+        """
+        request = task_service_pb2.HeartbeatRequest(task_id=task_id)
+        return LeaseRenewal.from_proto(await self._call(self.stub.Heartbeat, request, timeout))
 
     async def delete_task(
         self,
@@ -439,16 +473,12 @@ class HeadwayClient:
         resumes by subscribing again with `start_revision` set to the revision
         of the last event it processed.
         """
-        interval = None
-        if heartbeat_interval is not None:
-            interval = Duration()
-            interval.FromTimedelta(heartbeat_interval)
         request = task_service_pb2.SubscribeRequest(
             filter=filter,
             start_revision=start_revision,
             include_logs=include_logs,
             end_at_rest=end_at_rest,
-            heartbeat_interval=interval,
+            heartbeat_interval=duration(heartbeat_interval),
             on_compacted=on_compacted,
         )
         call = self.stub.Subscribe(request, metadata=self.metadata)

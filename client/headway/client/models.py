@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headway.v1 import log_pb2, task_pb2
+from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
 
 class TaskState(enum.IntEnum):
@@ -52,6 +52,15 @@ class StepState(enum.IntEnum):
     def finished(self) -> bool:
         """True once the step stopped (FAILED may still be restarted by its agent)."""
         return self not in (StepState.PENDING, StepState.RUNNING)
+
+
+class EstimateBasis(enum.IntEnum):
+    """What an ETA rests on; values match `headway.v1.EstimateBasis` (UNSPECIFIED is None)."""
+
+    RATE = task_pb2.ESTIMATE_BASIS_RATE
+    HISTORY = task_pb2.ESTIMATE_BASIS_HISTORY
+    AGENT = task_pb2.ESTIMATE_BASIS_AGENT
+    COMBINED = task_pb2.ESTIMATE_BASIS_COMBINED
 
 
 class LogLevel(enum.IntEnum):
@@ -159,6 +168,10 @@ class CancelRequest:
     requested_by: str
     request_time: datetime | None
     revision: int
+    deadline_time: datetime | None
+    """When the server cancels the task by itself if the agent has not confirmed by then."""
+    forced: bool
+    """The server cancelled the task because the agent did not confirm in time."""
     raw: task_pb2.CancelRequest = field(repr=False)
 
     @classmethod
@@ -168,6 +181,96 @@ class CancelRequest:
             reason=raw.reason,
             requested_by=raw.requested_by,
             request_time=time_or_none(raw, "request_time"),
+            revision=raw.revision,
+            deadline_time=time_or_none(raw, "deadline_time"),
+            forced=raw.forced,
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """The server's estimate of when a task or step will finish.
+
+    `finish_time` is absolute, so the estimate stays meaningful between changes:
+    `time_left()` counts down from it. `remaining` is the time left as the server
+    saw it when it computed the estimate (`compute_time`), at the task's last change.
+    """
+
+    basis: EstimateBasis | None
+    """What the estimate rests on; None for a basis added to the contract later."""
+    finish_time: datetime | None
+    remaining: timedelta | None
+    confidence: float
+    """How much evidence stands behind it, from 0 (a guess) to 1."""
+    earliest_finish_time: datetime | None
+    """A plausible earliest finish, when the evidence has a spread; else None."""
+    latest_finish_time: datetime | None
+    rate: float
+    """The smoothed rate of progress, as a fraction of the work per second; 0 when unknown."""
+    compute_time: datetime | None
+    raw: task_pb2.Estimate = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, raw: task_pb2.Estimate) -> Estimate | None:
+        """None when the server has no estimate (basis UNSPECIFIED): it never makes one up."""
+        if raw.basis == task_pb2.ESTIMATE_BASIS_UNSPECIFIED:
+            return None
+        return cls(
+            basis=enum_or_none(EstimateBasis, raw.basis),
+            finish_time=time_or_none(raw, "finish_time"),
+            remaining=duration_or_none(raw, "remaining"),
+            confidence=raw.confidence,
+            earliest_finish_time=time_or_none(raw, "earliest_finish_time"),
+            latest_finish_time=time_or_none(raw, "latest_finish_time"),
+            rate=raw.rate,
+            compute_time=time_or_none(raw, "compute_time"),
+            raw=raw,
+        )
+
+    def time_left(self, now: datetime | None = None) -> timedelta | None:
+        """The time from `now` (default: now) to the estimated finish; never negative.
+
+        An estimate is recomputed only when its task changes, so a finish time that
+        has passed means the work is late: zero is left, not a negative amount.
+        """
+        if self.finish_time is not None:
+            left = self.finish_time - (now or datetime.now(UTC))
+        elif self.remaining is not None and self.compute_time is not None:
+            left = self.remaining - ((now or datetime.now(UTC)) - self.compute_time)
+        else:
+            return self.remaining
+        return max(left, timedelta(0))
+
+
+def estimate_or_none(message: Message, field: str) -> Estimate | None:
+    """An Estimate field as a read model; None when unset or when there is no estimate."""
+    if not message.HasField(field):
+        return None
+    return Estimate.from_proto(getattr(message, field))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenewal:
+    """The answer to a Heartbeat: the lease is renewed, and a cancel request if one is pending."""
+
+    lease_expire_time: datetime | None
+    """When the renewed lease runs out, unless the agent reports again before."""
+    cancel_request: CancelRequest | None
+    revision: int
+    """The task's revision (it changes only when the heartbeat cleared `stalled`)."""
+    raw: task_service_pb2.HeartbeatResponse = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, raw: task_service_pb2.HeartbeatResponse) -> LeaseRenewal:
+        """The read model of a wire message (kept as `raw`)."""
+        return cls(
+            lease_expire_time=time_or_none(raw, "lease_expire_time"),
+            cancel_request=(
+                CancelRequest.from_proto(raw.cancel_request)
+                if raw.HasField("cancel_request")
+                else None
+            ),
             revision=raw.revision,
             raw=raw,
         )
@@ -214,6 +317,8 @@ class Step:
     finish_time: datetime | None
     error: TaskError | None
     restart_count: int
+    eta: Estimate | None
+    """When the step should finish, while it is running or pending; None when unknown."""
     raw: task_pb2.Step = field(repr=False)
 
     @classmethod
@@ -233,6 +338,7 @@ class Step:
             finish_time=time_or_none(raw, "finish_time"),
             error=TaskError.from_proto(raw.error) if raw.HasField("error") else None,
             restart_count=raw.restart_count,
+            eta=estimate_or_none(raw, "eta"),
             raw=raw,
         )
 
@@ -264,6 +370,14 @@ class Task:
     finish_time: datetime | None
     revision: int
     create_revision: int
+    eta: Estimate | None
+    """When the task should finish, while it is not at rest; None when nothing is known."""
+    lease_duration: timedelta | None
+    """How long the agent may stay silent before the task is marked stalled."""
+    stalled: bool
+    """The task is RUNNING but its agent has not reported within its lease."""
+    last_report_time: datetime | None
+    """When the agent last reported, as of the task's last change."""
     raw: task_pb2.Task = field(repr=False)
 
     @classmethod
@@ -297,6 +411,10 @@ class Task:
             finish_time=time_or_none(raw, "finish_time"),
             revision=raw.revision,
             create_revision=raw.create_revision,
+            eta=estimate_or_none(raw, "eta"),
+            lease_duration=duration_or_none(raw, "lease_duration"),
+            stalled=raw.stalled,
+            last_report_time=time_or_none(raw, "last_report_time"),
             raw=raw,
         )
 
@@ -329,6 +447,12 @@ class Task:
             return None
         end = self.finish_time or now or datetime.now(UTC)
         return max(end - self.start_time, timedelta(0))
+
+    def silence(self, now: datetime | None = None) -> timedelta | None:
+        """How long the agent has not reported, as of `now` (default: now); None if unknown."""
+        if self.last_report_time is None:
+            return None
+        return max((now or datetime.now(UTC)) - self.last_report_time, timedelta(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +488,9 @@ class LogEntry:
 __all__ = [
     "Artifact",
     "CancelRequest",
+    "Estimate",
+    "EstimateBasis",
+    "LeaseRenewal",
     "LogEntry",
     "LogLevel",
     "Progress",

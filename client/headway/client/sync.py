@@ -6,8 +6,9 @@
 
 Every feature of the async `Tracker` is here, with the same names: each call runs
 the async code on one event loop in a background thread and waits for it. The
-loop thread also runs the coalescing timers, so the latest progress is sent even
-while the agent's own thread is busy computing. Any number of threads may share
+loop thread also runs the coalescing timers and the heartbeats, so the latest
+progress is sent, and the task kept alive, even while the agent's own thread is
+busy computing. Any number of threads may share
 one SyncTracker.
 """
 
@@ -128,8 +129,13 @@ class SyncTracker:
         message: str = "",
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
+        lease: timedelta | None = None,
     ) -> SyncTaskReporter:
-        """A task to report; `with` it to create it. Arguments as for `Tracker.task`."""
+        """A task to report; `with` it to create it. Arguments as for `Tracker.task`.
+
+        Its heartbeats run on the background loop, so they go on while the calling
+        thread is busy: a long computation between reports does not stall the task.
+        """
         reporter = self.tracker.task(
             task_id,
             display_name=display_name,
@@ -140,6 +146,7 @@ class SyncTracker:
             message=message,
             max_iterations=max_iterations,
             metrics=metrics,
+            lease=lease,
         )
         return SyncTaskReporter(reporter, self._portal)
 

@@ -21,6 +21,12 @@ raises `TaskCancelled` (logs never raise, so an agent can log its clean-up), and
 `cancel_requested` / `wait_cancelled()` let it poll. When the agent stops — the
 exception leaves the task's block, or the block ends while a cancel is pending —
 the tracker confirms the cancellation and the task becomes CANCELLED.
+
+Liveness: while a task is open, a heartbeat goes out whenever nothing else was
+sent for a third of the task's lease (see keepalive.py), so an agent busy in a
+long silent computation is not marked stalled, and a cancel request reaches it
+even then. Heartbeats stop when the task ends or the tracker closes; an agent
+that dies stops them too, and its task is marked stalled once its lease lapses.
 """
 
 from __future__ import annotations
@@ -41,7 +47,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.client import models
 from headway.client.client import HeadwayClient
 from headway.client.coalesce import Coalescer, PendingUpdate, Send
-from headway.client.errors import FailedPreconditionError, HeadwayError, TaskCancelled
+from headway.client.errors import (
+    FailedPreconditionError,
+    HeadwayError,
+    NotFoundError,
+    TaskCancelled,
+)
+from headway.client.keepalive import KeepAlive
 from headway.client.retry import TRANSIENT_CODES, RetryPolicy
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
@@ -60,6 +72,9 @@ AGENT_RETRY = RetryPolicy(
 
 DEFAULT_PROGRESS_RATE = 4.0
 """Progress updates per second and per step (or task) at most, when coalescing."""
+
+HEARTBEATS_PER_LEASE = 3
+"""A heartbeat is due after a third of the lease in silence: two more fit before it lapses."""
 
 # Reconnect quickly after a server restart: gRPC's own default backs off up to 2 min.
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
@@ -174,6 +189,8 @@ class Tracker:
                 target, timeout=timeout, metadata=metadata, options=CHANNEL_OPTIONS, retry=retry
             )
         self.progress_rate = progress_rate
+        # The heartbeat loops of the tasks still open, stopped when the tracker closes.
+        self._keep_alives: set[KeepAlive] = set()
 
     async def __aenter__(self) -> Tracker:
         return self
@@ -182,7 +199,10 @@ class Tracker:
         await self.close()
 
     async def close(self) -> None:
-        """Close the connection (a shared channel stays open for its owner)."""
+        """Stop heartbeats and close the connection (a shared channel stays open for its owner)."""
+        keep_alives, self._keep_alives = list(self._keep_alives), set()
+        for keep_alive in keep_alives:
+            await keep_alive.stop()
         await self.client.close()
 
     def task(
@@ -197,6 +217,7 @@ class Tracker:
         message: str = "",
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
+        lease: timedelta | None = None,
     ) -> TaskReporter:
         """A task to report; `async with` it (or `await reporter.start()`) to create it.
 
@@ -211,6 +232,10 @@ class Tracker:
             message: An initial status line.
             max_iterations: The most iterations, for an iterative agent.
             metrics: Initial metrics.
+            lease: How long the agent may be silent before the task is marked
+                stalled; the server's default (60 s) when None, clamped to its bounds.
+                Heartbeats keep the task alive while it is open, so a shorter lease
+                only means that watchers learn sooner when the agent died.
         """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
@@ -227,7 +252,9 @@ class Tracker:
             metrics=metrics or {},
             start=True,
         )
-        return TaskReporter(self.client, request, self.progress_rate)
+        if lease is not None:
+            request.lease_duration.FromTimedelta(lease)
+        return TaskReporter(self.client, request, self.progress_rate, self._keep_alives)
 
 
 class TaskReporter:
@@ -238,10 +265,13 @@ class TaskReporter:
         client: HeadwayClient,
         create: task_service_pb2.CreateTaskRequest,
         progress_rate: float | None,
+        keep_alives: set[KeepAlive] | None = None,
     ) -> None:
         self._client = client
         self._create = create
         self._progress_rate = progress_rate
+        self._keep_alives = keep_alives if keep_alives is not None else set()
+        self._keep_alive: KeepAlive | None = None
         self._task: models.Task | None = None
         self._steps: dict[str, StepReporter] = {}
         self._cancel_request: models.CancelRequest | None = None
@@ -279,7 +309,11 @@ class TaskReporter:
         return self._cancel_request
 
     async def wait_cancelled(self) -> models.CancelRequest:
-        """Wait until a response reveals a cancel request (reports keep it up to date)."""
+        """Wait until a response reveals a cancel request.
+
+        Reports and, while the agent is silent, heartbeats keep it up to date: the
+        request arrives within about a third of the task's lease at the latest.
+        """
         await self._cancel_seen.wait()
         assert self._cancel_request is not None
         return self._cancel_request
@@ -292,7 +326,12 @@ class TaskReporter:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> TaskReporter:
-        """Create the task, RUNNING. Called by `async with`."""
+        """Create the task, RUNNING, and keep it alive until it ends. Called by `async with`.
+
+        Called without `async with`, end the task with `succeed()`, `fail()` or
+        `confirm_cancel()`: until then (or until the tracker closes) heartbeats
+        keep it from being marked stalled.
+        """
         create = self._create
         raw = await self._client.create_task(
             create.task_id,
@@ -305,8 +344,12 @@ class TaskReporter:
             max_iterations=create.max_iterations,
             metrics=create.metrics,
             start=True,
+            lease_duration=(
+                create.lease_duration.ToTimedelta() if create.HasField("lease_duration") else None
+            ),
         )
         self._observe(raw)
+        self._start_heartbeats()
         return self
 
     async def __aenter__(self) -> TaskReporter:
@@ -319,6 +362,12 @@ class TaskReporter:
         tb: TracebackType | None,
     ) -> bool:
         """Succeed, fail, or confirm a cancellation, depending on how the block ended."""
+        try:
+            return await self._end_block(exc)
+        finally:
+            await self._stop_heartbeats()
+
+    async def _end_block(self, exc: BaseException | None) -> bool:
         cancelled_here = isinstance(exc, TaskCancelled) and exc.task_id == self.id
         if self._finished:
             return cancelled_here
@@ -346,6 +395,7 @@ class TaskReporter:
         await self._flush_all()
         raw = await self._mutate(self._client.succeed_task(self.id, message=message))
         self._finished = True
+        await self._stop_heartbeats()
         return raw
 
     async def fail(
@@ -368,6 +418,7 @@ class TaskReporter:
             )
         )
         self._finished = True
+        await self._stop_heartbeats()
         return raw
 
     async def confirm_cancel(self, reason: str = "") -> models.Task:
@@ -379,6 +430,7 @@ class TaskReporter:
             raw = await self._mutate(self._client.confirm_cancel(self.id, reason=reason))
         finally:
             self._finished = True
+            await self._stop_heartbeats()
         return raw
 
     async def _confirm(self) -> None:
@@ -542,27 +594,89 @@ class TaskReporter:
         except FailedPreconditionError as error:
             await self._raise_if_force_cancelled(error)
             raise
+        self._heard()
         return self._observe(raw)
 
     async def _mutate_logs(
         self, call: Awaitable[task_service_pb2.AppendLogsResponse]
     ) -> task_service_pb2.AppendLogsResponse:
         try:
-            return await call
+            response = await call
         except FailedPreconditionError as error:
             await self._raise_if_force_cancelled(error)
             raise
+        self._heard()
+        return response
 
     async def _raise_if_force_cancelled(self, error: FailedPreconditionError) -> None:
         """A viewer cancelled with `force`: the task is CANCELLED and refuses every report."""
+        if await self._learn_if_force_cancelled(error):
+            raise TaskCancelled(self.id, self._cancel_request) from error
+
+    async def _learn_if_force_cancelled(self, error: FailedPreconditionError) -> bool:
+        """Note a cancellation that happened without the agent (forced); True if it did."""
         if error.reason != "TASK_AT_REST" or error.metadata.get("state") != "CANCELLED":
-            return
+            return False
         self._finished = True
         with contextlib.suppress(HeadwayError):
             self._observe(await self._client.get_task(self.id))
         if self._cancel_request is None:
-            self._note_cancel(models.CancelRequest("", "", None, 0, task_pb2.CancelRequest()))
-        raise TaskCancelled(self.id, self._cancel_request) from error
+            self._note_cancel(models.CancelRequest.from_proto(task_pb2.CancelRequest()))
+        return True
+
+    # -- liveness -------------------------------------------------------------------
+
+    def _start_heartbeats(self) -> None:
+        """Keep the task's lease while it is open, at a third of the lease the server chose."""
+        lease = self.task.lease_duration
+        if self._keep_alive is not None or self.task.at_rest or not lease:
+            return  # no lease in the answer: a server that predates leases
+        self._keep_alive = KeepAlive(
+            self._heartbeat, lease.total_seconds() / HEARTBEATS_PER_LEASE, name=self.id
+        )
+        self._keep_alives.add(self._keep_alive)
+        self._keep_alive.start()
+
+    async def _stop_heartbeats(self) -> None:
+        keep_alive, self._keep_alive = self._keep_alive, None
+        if keep_alive is not None:
+            self._keep_alives.discard(keep_alive)
+            await keep_alive.stop()
+
+    def _heard(self) -> None:
+        """The server answered a report, which renewed the lease: the heartbeat can wait."""
+        if self._keep_alive is not None:
+            self._keep_alive.touch()
+
+    async def _heartbeat(self) -> bool:
+        """Send one heartbeat; learn of a cancel request from its answer like from any other.
+
+        Returns False once the task needs no more heartbeats: it ended (here, by the
+        server, or by a forced cancel) or is gone. Other errors are raised, and the
+        keep-alive loop logs them and tries again.
+        """
+        if self._finished:
+            return False
+        try:
+            renewal = await self._client.heartbeat(self.id)
+        except FailedPreconditionError as error:
+            if error.reason != "TASK_AT_REST":
+                raise
+            if not await self._learn_if_force_cancelled(error):
+                state = error.metadata.get("state", "at rest")
+                logger.warning("task %s was ended without its agent (%s)", self.id, state)
+            return False
+        except NotFoundError:
+            logger.warning("task %s no longer exists: no more heartbeats", self.id)
+            return False
+        except HeadwayError as error:
+            if error.code is grpc.StatusCode.UNIMPLEMENTED:
+                logger.info("the server does not know heartbeats; task %s has none", self.id)
+                return False
+            raise
+        if renewal.cancel_request is not None:
+            self._note_cancel(renewal.cancel_request)
+        return True
 
     def _observe(self, raw: task_pb2.Task) -> models.Task:
         """Keep the newest task seen (a replayed retry may answer with an older one)."""

@@ -1,0 +1,79 @@
+"""Server behaviour around liveness that the contract promises but the server does not do yet.
+
+Found while building the client side of liveness; the server is not ours to change
+here, so each is a strict xfail: it starts failing loudly (XPASS) once the server is
+fixed, and the marker should then go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+
+import pytest
+
+from headway.client import LiveView, Task, TaskState, task_filter
+from headway.server.config import Settings
+from tests.client.history import QUIET, check_liveness, clocked_server
+from tests.clock import FakeClock
+from tests.conftest import ServerHarness
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def server(
+    make_settings: Callable[..., Settings], clock: FakeClock
+) -> AsyncIterator[ServerHarness]:
+    settings = make_settings(agent_lost_after=timedelta(seconds=60), **QUIET)
+    async with clocked_server(settings, clock) as harness:
+        yield harness
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: `stalled` stays true on a task that came to rest without its agent "
+    "(forced cancel, deadline-forced cancel, AGENT_LOST); task.proto says it is true only "
+    "while the task is RUNNING",
+)
+async def test_a_stalled_task_forced_to_rest_is_no_longer_stalled(
+    server: ServerHarness, clock: FakeClock
+) -> None:
+    client = server.client()
+    await client.create_task("job", start=True, lease_duration=timedelta(seconds=10))
+    clock.advance(12)
+    await check_liveness(server)
+    assert (await client.get_task("job")).stalled
+    cancelled = Task.from_proto(await client.cancel_task("job", force=True))
+    assert cancelled.state is TaskState.CANCELLED
+    assert not cancelled.stalled
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: when a stalled task's cancel deadline and its agent-lost limit have "
+    "both passed by the time the janitor looks (here: across a restart), it fails the task "
+    "AGENT_LOST although the cancel deadline came first; janitor.check_liveness queues "
+    "FailLostAgent before ForceCancel and the first one applied wins",
+)
+async def test_an_earlier_cancel_deadline_wins_over_a_later_agent_lost_limit(
+    server: ServerHarness, clock: FakeClock
+) -> None:
+    client = server.client()
+    await client.create_task("job", start=True, lease_duration=timedelta(seconds=10))
+    await client.cancel_task("job", requested_by="ops", deadline=timedelta(seconds=20))
+    clock.advance(12)
+    await check_liveness(server)  # t=12: stalled
+    await server.stop()
+    clock.advance(63)  # down until t=75: the deadline (t=20), then agent-lost (t=70) pass
+    await server.start()
+    async with LiveView(server.client(), task_filter(task_ids=["job"])) as view:
+        task = await view.wait_at_rest("job", timeout=5)  # the start-up check runs at once
+    # "A cancel request that the agent does not confirm by its deadline_time ends the
+    # task CANCELLED anyway, with cancel_request.forced set." (README, Liveness)
+    assert task.state is TaskState.CANCELLED
+    assert task.cancel_request is not None
+    assert task.cancel_request.forced
