@@ -44,5 +44,14 @@ test: lint typecheck gen-check ## Everything: lint, types, generated code, all t
 run: $(STAMP) ## Run the server on 0.0.0.0:50051 with SQLite in ./headway.db.
 	$(PY) -m headway.server
 
+# Phony on their own line: bench/ is also a directory, which would look up to date.
+.PHONY: bench bench-quick
+
+bench: $(STAMP) ## Benchmarks (<10 min): bench/RESULTS.md and bench/results.json.
+	$(PY) -m bench.run --profile full
+
+bench-quick: $(STAMP) ## Benchmark smoke run (<2 min): fails if a figure is missing or insane.
+	$(PY) -m bench.run --profile quick
+
 clean: ## Remove the virtual environment and caches.
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Headway's benchmark suite: `python -m bench.run` (see README-performance.md)."""

@@ -1,0 +1,182 @@
+"""A load-generator process holding many Subscribe streams, and what it measures.
+
+Streams share a few channels (each channel its own HTTP/2 connection), because
+a Python client pays ~60 µs per received message and a connection per stream
+would only add cost on the client's side of the same two cores. Responses are
+taken as raw bytes; send times are found with one regex scan (see `wire`), and
+the receive time is read once per response. Per (write, subscriber) pair whose
+write was sent inside the window, the latency goes into one array; everything
+received inside the window, whenever sent, counts as a delivery.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import grpc
+
+from bench.children import FAR_FUTURE_NS, Window, receive, run_child
+from bench.wire import MARKER, SUBSCRIBE
+from headway.v1 import task_service_pb2
+
+
+@dataclass(frozen=True)
+class SubscriberPlan:
+    target: str
+    streams: int
+    connections: int
+    ready_timeout: float = 60.0
+
+
+@dataclass
+class SubscriberReport:
+    """What one subscriber process saw; latencies are nanoseconds, as array('q') bytes."""
+
+    streams: int
+    connections: int
+    connect_seconds: float
+    window_events: int = 0  # events of writes sent in the window (latency samples)
+    received_in_window: int = 0  # events received in the window, whenever sent
+    responses_in_window: int = 0
+    short_streams: int = 0  # streams that got fewer window events than expected
+    missing: int = 0  # expected minus received, summed over streams, never negative
+    extra: int = 0  # received beyond expected, summed over streams
+    errors: dict[str, int] = field(default_factory=dict)
+    latencies: bytes = b""
+
+
+class _Stream:
+    __slots__ = ("count", "error", "synced")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.synced = False
+        self.error: str | None = None
+
+
+class _Tally:
+    """Counters shared by the streams of one process (one event loop, no locks)."""
+
+    def __init__(self) -> None:
+        self.t0 = FAR_FUTURE_NS
+        self.t1 = FAR_FUTURE_NS
+        self.received = 0
+        self.responses = 0
+        self.latencies = array.array("q")
+        self.synced = 0
+        self.all_synced = asyncio.Event()
+
+
+def _has_synced(data: bytes) -> bool:
+    response = task_service_pb2.SubscribeResponse.FromString(data)
+    return any(event.HasField("synced") for event in response.events)
+
+
+async def _watch(
+    call: grpc.aio.UnaryStreamCall[bytes, bytes], stream: _Stream, tally: _Tally, streams: int
+) -> None:
+    latencies = tally.latencies
+    try:
+        async for data in call:
+            now = time.monotonic_ns()
+            if not stream.synced and _has_synced(data):
+                stream.synced = True
+                tally.synced += 1
+                if tally.synced == streams:
+                    tally.all_synced.set()
+            stamps = MARKER.findall(data)
+            if not stamps:
+                continue
+            t0, t1 = tally.t0, tally.t1
+            if t0 <= now < t1:
+                tally.received += len(stamps)
+                tally.responses += 1
+            counted = 0
+            for stamp in stamps:
+                sent = int(stamp)
+                if t0 <= sent < t1:
+                    latencies.append(now - sent)
+                    counted += 1
+            stream.count += counted
+    except grpc.aio.AioRpcError as error:
+        stream.error = error.code().name
+    except asyncio.CancelledError:
+        if stream.error is None:
+            stream.error = "CANCELLED_BY_BENCH"
+        raise
+
+
+async def _drain(streams: list[_Stream], expected: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.count >= expected or s.error is not None for s in streams):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def _main(conn: Connection, plan: SubscriberPlan) -> None:
+    began = time.monotonic()
+    channels = [
+        grpc.aio.insecure_channel(
+            plan.target,
+            # A local subchannel pool gives every channel its own TCP connection.
+            options=[("grpc.use_local_subchannel_pool", 1)],
+        )
+        for _ in range(plan.connections)
+    ]
+    request = task_service_pb2.SubscribeRequest().SerializeToString()
+    tally = _Tally()
+    streams = [_Stream() for _ in range(plan.streams)]
+    calls = []
+    watchers = []
+    for index, stream in enumerate(streams):
+        channel = channels[index % len(channels)]
+        subscribe = channel.unary_stream(SUBSCRIBE)  # raw bytes in and out
+        call: grpc.aio.UnaryStreamCall[bytes, bytes] = subscribe(request)
+        calls.append(call)
+        watchers.append(asyncio.create_task(_watch(call, stream, tally, plan.streams)))
+    try:
+        async with asyncio.timeout(plan.ready_timeout):
+            await tally.all_synced.wait()
+    except TimeoutError:
+        failed = Counter(s.error for s in streams if s.error)
+        raise RuntimeError(
+            f"only {tally.synced} of {plan.streams} streams synced; errors: {dict(failed)}"
+        ) from None
+    report = SubscriberReport(plan.streams, plan.connections, time.monotonic() - began)
+    conn.send(("ready", report.connect_seconds))
+
+    message = await receive(conn)
+    if message[0] == "go":
+        window: Window = message[1]
+        tally.t0, tally.t1 = window.t0_ns, window.t1_ns
+        message = await receive(conn)
+    _, expected, timeout = message  # ("drain", expected events per stream, seconds)
+    await _drain(streams, expected, timeout)
+
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    for channel in channels:
+        await channel.close(None)
+    report.window_events = sum(s.count for s in streams)
+    report.received_in_window = tally.received
+    report.responses_in_window = tally.responses
+    report.short_streams = sum(1 for s in streams if s.count < expected)
+    report.missing = sum(max(0, expected - s.count) for s in streams)
+    report.extra = sum(max(0, s.count - expected) for s in streams)
+    report.errors = dict(
+        Counter(s.error for s in streams if s.error and s.error != "CANCELLED_BY_BENCH")
+    )
+    report.latencies = tally.latencies.tobytes()
+    conn.send(("report", report))
+
+
+def subscriber_process(conn: Connection, plan: SubscriberPlan) -> None:
+    """Child entry point: open the streams, report ready, measure the window, report."""
+    run_child(conn, lambda: _main(conn, plan))

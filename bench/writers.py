@@ -1,0 +1,130 @@
+"""A load-generator process of agents that report progress with UpdateStep.
+
+Each agent owns one task with one step and has at most one call in flight, so
+its progress counter only grows and no update is ever rejected as a
+regression. Paced: agent i of W sends at start + (i + kW)/R, so the process
+sends R updates/s spread evenly; an agent whose previous call has not been
+acknowledged by its next slot sends as soon as it is (the lag is reported).
+Unpaced: every agent sends again as soon as its previous call is acknowledged.
+Requests and responses are raw bytes, to keep the generator's CPU low.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import grpc
+
+from bench.children import Window, receive, run_child
+from bench.wire import CREATE_TASK, UPDATE_STEP, create_request, task_id, update_request
+
+
+@dataclass(frozen=True)
+class WriterPlan:
+    target: str
+    index: int
+    agents: int
+    rate: float | None  # updates/s for the whole process; None: as fast as acks allow
+
+
+@dataclass
+class WriterReport:
+    """Acknowledged writes, by send time; ack latencies in nanoseconds as array('q') bytes."""
+
+    agents: int
+    sent: int = 0
+    acked: int = 0
+    acked_in_window: int = 0
+    max_lag_ms: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    ack_latencies: bytes = b""
+
+
+class _Agent:
+    def __init__(self, task: str, update: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
+        self.task = task
+        self.update = update
+        self.seq = 0
+
+
+async def _run_agent(
+    agent: _Agent,
+    window: Window,
+    report: WriterReport,
+    latencies: array.array[int],
+    errors: Counter[str],
+    first_due: float,
+    period: float | None,
+) -> None:
+    t0, t1 = window.t0_ns, window.t1_ns
+    due = first_due
+    await asyncio.sleep(max(0.0, due - time.monotonic()))
+    while True:
+        if period is not None:
+            if due * 1e9 >= t1:
+                return
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        sent = time.monotonic_ns()
+        if sent >= t1:
+            return
+        if period is not None:
+            report.max_lag_ms = max(report.max_lag_ms, (sent / 1e9 - due) * 1e3)
+            due += period
+        agent.seq += 1
+        report.sent += 1
+        try:
+            await agent.update(update_request(agent.task, agent.seq, sent))
+        except grpc.aio.AioRpcError as error:
+            errors[error.code().name] += 1
+            continue
+        acked = time.monotonic_ns()
+        report.acked += 1
+        if t0 <= sent:
+            report.acked_in_window += 1
+            latencies.append(acked - sent)
+
+
+async def _main(conn: Connection, plan: WriterPlan) -> None:
+    channel = grpc.aio.insecure_channel(plan.target)
+    create = channel.unary_unary(CREATE_TASK)
+    update = channel.unary_unary(UPDATE_STEP)
+    agents = [_Agent(task_id(plan.index, i), update) for i in range(plan.agents)]
+    for agent in agents:
+        await create(create_request(agent.task), timeout=30)
+    conn.send(("ready", plan.agents))
+
+    _, window = await receive(conn)
+    report = WriterReport(plan.agents)
+    latencies: array.array[int] = array.array("q")
+    errors: Counter[str] = Counter()
+    start = window.start_ns / 1e9
+    period = None if plan.rate is None else plan.agents / plan.rate
+    runs = [
+        _run_agent(
+            agent,
+            window,
+            report,
+            latencies,
+            errors,
+            start + (0 if plan.rate is None else i / plan.rate),
+            period,
+        )
+        for i, agent in enumerate(agents)
+    ]
+    await asyncio.gather(*runs)
+    await channel.close(None)
+    report.errors = dict(errors)
+    report.ack_latencies = latencies.tobytes()
+    conn.send(("report", report))
+
+
+def writer_process(conn: Connection, plan: WriterPlan) -> None:
+    """Child entry point: create the agents' tasks, report ready, write on schedule, report."""
+    run_child(conn, lambda: _main(conn, plan))
