@@ -1,9 +1,5 @@
-"""Server behaviour around liveness that the contract promises but the server does not do yet.
-
-Found while building the client side of liveness; the server is not ours to change
-here, so each is a strict xfail: it starts failing loudly (XPASS) once the server is
-fixed, and the marker should then go.
-"""
+"""Liveness promises seen from a client: a task forced to rest is no longer stalled, and
+when two server-made endings fall due together, the one due first wins."""
 
 from __future__ import annotations
 
@@ -33,12 +29,6 @@ async def server(
         yield harness
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: `stalled` stays true on a task that came to rest without its agent "
-    "(forced cancel, deadline-forced cancel, AGENT_LOST); task.proto says it is true only "
-    "while the task is RUNNING",
-)
 async def test_a_stalled_task_forced_to_rest_is_no_longer_stalled(
     server: ServerHarness, clock: FakeClock
 ) -> None:
@@ -52,13 +42,6 @@ async def test_a_stalled_task_forced_to_rest_is_no_longer_stalled(
     assert not cancelled.stalled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: when a stalled task's cancel deadline and its agent-lost limit have "
-    "both passed by the time the janitor looks (here: across a restart), it fails the task "
-    "AGENT_LOST although the cancel deadline came first; janitor.check_liveness queues "
-    "FailLostAgent before ForceCancel and the first one applied wins",
-)
 async def test_an_earlier_cancel_deadline_wins_over_a_later_agent_lost_limit(
     server: ServerHarness, clock: FakeClock
 ) -> None:

@@ -493,6 +493,7 @@ _CLOSE_STEPS: dict[int, dict[int, int]] = {
 def _finish(task: task_pb2.Task, state: int, now: Timestamp) -> None:
     """Bring a task to rest and close its unfinished steps, so nothing is left RUNNING."""
     task.state = state  # type: ignore[assignment]
+    task.stalled = False  # only a RUNNING task can be stalled
     task.finish_time.CopyFrom(now)
     task.update_time.CopyFrom(now)
     if not task.HasField("start_time"):

@@ -123,8 +123,18 @@ class Combined:
     rate: float = 0.0
 
 
+# Beyond this an estimate says nothing useful (and would not fit a Timestamp).
+MAX_REMAINING = 10 * 365 * 24 * 3600.0
+
+
 def combine(guesses: Iterable[Guess], rate: float = 0.0) -> Combined | None:
-    present = [g for g in guesses if g.weight > 0]
+    present = [
+        g
+        for g in guesses
+        if g.weight > 0
+        and 0.0 <= g.remaining <= MAX_REMAINING
+        and (g.high is None or g.high <= MAX_REMAINING)
+    ]
     if not present:
         return None
     total = math.fsum(g.weight for g in present)

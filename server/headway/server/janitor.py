@@ -140,22 +140,28 @@ class Janitor:
         engine = self._engine
         now = engine.now_ns()
         lost_after = int(self._settings.agent_lost_after.total_seconds() * 1e9)
-        work: list[tuple[TaskKey, str, ServerApply]] = []
+        # One action per task; when a task is due for two endings (its cancel
+        # deadline and its agent-lost limit both passed, say across a restart),
+        # the one that fell due first wins.
+        work: dict[TaskKey, tuple[int, str, ServerApply]] = {}
         for key, lease_expire_ns in engine.leases.items():
             task = engine.find(key)
             if task is None or task.state != task_pb2.TASK_STATE_RUNNING:
                 continue
             if not task.stalled and now > lease_expire_ns:
-                work.append((key, "server.MarkStalled", _stall))
+                work[key] = (lease_expire_ns, "server.MarkStalled", _stall)
             elif task.stalled and now <= lease_expire_ns:
-                work.append((key, "server.ClearStalled", _recover))
+                work[key] = (lease_expire_ns, "server.ClearStalled", _recover)
             elif task.stalled and now > lease_expire_ns + lost_after:
-                work.append((key, "server.FailLostAgent", _lose(lost_after)))
+                due = lease_expire_ns + lost_after
+                work[key] = (due, "server.FailLostAgent", _lose(lost_after))
         for key, deadline_ns in engine.cancel_deadlines.items():
-            if now > deadline_ns:
-                work.append((key, "server.ForceCancel", _force_cancel))
+            if now > deadline_ns and (key not in work or deadline_ns < work[key][0]):
+                work[key] = (deadline_ns, "server.ForceCancel", _force_cancel)
         if work:
-            await asyncio.gather(*(self._apply(*item) for item in work))
+            await asyncio.gather(
+                *(self._apply(key, method, apply) for key, (_, method, apply) in work.items())
+            )
 
     async def expire_tasks(self) -> int:
         """Delete tasks whose retention after coming to rest is over; how many were deleted."""
