@@ -501,3 +501,26 @@ def test_advance_never_moves_the_revision_back() -> None:
     assert hub.revision == 10
     hub.advance(4)
     assert hub.revision == 10
+
+
+# -- hub: linger ------------------------------------------------------------------------
+
+
+async def test_many_subscribers_are_woken_once_for_several_publishes() -> None:
+    import asyncio
+
+    hub = Hub(capacity=100, max_subscribers=100, linger_per_subscriber=0.001, linger_max=0.02)
+    subscribers = [register(hub) for _ in range(10)]  # linger: 10 ms
+    hub.publish([make_event(1)])
+    hub.publish([make_event(2)])
+    assert not any(s.wakeup.is_set() for s in subscribers)  # held back for a moment
+    await asyncio.sleep(0.05)
+    assert all(s.wakeup.is_set() for s in subscribers)
+    assert all([e.revision for e in parse(s.take())] == [1, 2] for s in subscribers)
+
+
+async def test_few_subscribers_are_woken_at_once() -> None:
+    hub = Hub(capacity=100, max_subscribers=100, linger_per_subscriber=0.0001, linger_max=0.02)
+    subscriber = register(hub)  # linger 0.1 ms: below the floor, no wait
+    hub.publish([make_event(1)])
+    assert subscriber.wakeup.is_set()

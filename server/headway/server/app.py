@@ -82,7 +82,12 @@ async def create_server(
     time and inject faults around real handlers.
     """
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
-    hub = Hub(capacity=settings.subscriber_queue_events, max_subscribers=settings.max_subscribers)
+    hub = Hub(
+        capacity=settings.subscriber_queue_events,
+        max_subscribers=settings.max_subscribers,
+        linger_per_subscriber=settings.fanout_linger_per_subscriber.total_seconds(),
+        linger_max=settings.fanout_linger_max.total_seconds(),
+    )
     engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
     await engine.start()
     janitor = Janitor(engine)

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         4096, ge=1, description="Events queued for one subscriber before it is ended as too slow."
     )
     max_subscribers: int = Field(10_000, ge=1, description="Concurrent Subscribe streams.")
+    fanout_linger_per_subscriber: timedelta = Field(
+        timedelta(microseconds=20),
+        description="How long a change waits, per live subscriber, to share a write with others.",
+    )
+    fanout_linger_max: timedelta = Field(
+        timedelta(milliseconds=10), description="The longest a change waits to share a write."
+    )
     heartbeat_default: timedelta = Field(
         timedelta(seconds=30), description="Heartbeat interval when a subscriber asks for none."
     )

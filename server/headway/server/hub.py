@@ -2,9 +2,12 @@
 
 The engine publishes each batch of committed events once; the hub appends the
 event's pre-encoded frame to the queue of every subscriber whose filter
-matches, and wakes it. Publishing never waits on a subscriber: a queue that
-reaches its capacity ends that subscription (RESOURCE_EXHAUSTED) and frees its
-memory, so one slow reader cannot slow the writers or the other readers.
+matches, and wakes it: at once when there are few subscribers; after a short
+linger that grows with their number when there are many, so that one write
+per subscriber carries the events of several commits. Publishing never waits
+on a subscriber: a queue that reaches its capacity ends that subscription
+(RESOURCE_EXHAUSTED) and frees its memory, so one slow reader cannot slow the
+writers or the other readers.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class Subscriber:
         "ended",
         "filter",
         "frames",
+        "heartbeat_due",
         "include_logs",
         "rest_reached",
         "stop_at_rest",
@@ -67,6 +71,7 @@ class Subscriber:
         self.wakeup = asyncio.Event()
         self.ended: HeadwayError | None = None
         self.rest_reached = False
+        self.heartbeat_due = False
         self._capacity = capacity
 
     def accepts(self, event: EventRecord) -> bool:
@@ -109,9 +114,20 @@ class Subscriber:
 class Hub:
     """Every live subscriber, by tenant, and the revision of the last published change."""
 
-    def __init__(self, *, capacity: int, max_subscribers: int) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        max_subscribers: int,
+        linger_per_subscriber: float = 0.0,
+        linger_max: float = 0.0,
+    ) -> None:
         self.revision = 0
         self._capacity = capacity
+        self._linger_per_subscriber = linger_per_subscriber
+        self._linger_max = linger_max
+        self._to_wake: set[Subscriber] = set()
+        self._flush: asyncio.TimerHandle | None = None
         self._max_subscribers = max_subscribers
         self._by_tenant: dict[str, dict[Subscriber, None]] = {}
         self._count = 0
@@ -180,7 +196,23 @@ class Hub:
                     evicted.append(subscriber)
         for subscriber in evicted:
             self.unregister(subscriber)
-        for subscriber in woken:
+        if not woken:
+            return
+        linger = min(self._linger_max, self._count * self._linger_per_subscriber)
+        if linger < 0.0005:
+            for subscriber in woken:
+                subscriber.wakeup.set()
+            return
+        # Many subscribers: wait a moment so the events of several commits go out
+        # in one write per subscriber; each write costs the same whatever its size.
+        self._to_wake |= woken
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(linger, self._wake_all)
+
+    def _wake_all(self) -> None:
+        self._flush = None
+        to_wake, self._to_wake = self._to_wake, set()
+        for subscriber in to_wake:
             subscriber.wakeup.set()
 
     def advance(self, revision: int) -> None:

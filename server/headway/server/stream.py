@@ -190,23 +190,46 @@ class Subscription:
         return at_rest
 
     async def _follow(self, subscriber: Subscriber, writer: _Writer) -> None:
-        while True:
-            _raise_if_ended(subscriber)
-            if not subscriber.frames:
-                try:
-                    async with asyncio.timeout(self._heartbeat):
-                        await subscriber.wakeup.wait()
-                except TimeoutError:
-                    pass
-                subscriber.wakeup.clear()
+        # One timer per subscriber, re-armed only when it fires: a busy stream pays
+        # nothing per write for its heartbeats.
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
+        timer: asyncio.TimerHandle | None = None
+
+        def beat() -> None:
+            nonlocal timer
+            idle = loop.time() - last_write
+            if idle >= self._heartbeat * 0.999:
+                subscriber.heartbeat_due = True
+                subscriber.wakeup.set()
+                timer = loop.call_later(self._heartbeat, beat)
+            else:
+                timer = loop.call_later(self._heartbeat - idle, beat)
+
+        timer = loop.call_later(self._heartbeat, beat)
+        try:
+            while True:
                 _raise_if_ended(subscriber)
-            frames = subscriber.take()
-            if not frames:
-                beat = event_pb2.Event(revision=self._hub.revision, heartbeat=event_pb2.Heartbeat())
-                frames = [frame(beat.SerializeToString())]
-            await writer.write(frames)
-            if subscriber.rest_reached:
-                return
+                if not subscriber.frames and not subscriber.heartbeat_due:
+                    await subscriber.wakeup.wait()
+                    subscriber.wakeup.clear()
+                    _raise_if_ended(subscriber)
+                frames = subscriber.take()
+                if not frames:
+                    if not subscriber.heartbeat_due:
+                        continue
+                    beat_event = event_pb2.Event(
+                        revision=self._hub.revision, heartbeat=event_pb2.Heartbeat()
+                    )
+                    frames = [frame(beat_event.SerializeToString())]
+                subscriber.heartbeat_due = False
+                await writer.write(frames)
+                last_write = loop.time()
+                if subscriber.rest_reached:
+                    return
+        finally:
+            if timer is not None:
+                timer.cancel()
 
 
 def _raise_if_ended(subscriber: Subscriber) -> None:
