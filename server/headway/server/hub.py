@@ -19,6 +19,9 @@ from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter
 from headway.server.store.base import EventRecord
 
+# Subscribers woken per event-loop iteration when a lingered flush wakes many.
+WAKE_CHUNK = 64
+
 
 def encode_varint(value: int) -> bytes:
     out = bytearray()
@@ -211,9 +214,16 @@ class Hub:
 
     def _wake_all(self) -> None:
         self._flush = None
-        to_wake, self._to_wake = self._to_wake, set()
-        for subscriber in to_wake:
+        to_wake, self._to_wake = list(self._to_wake), set()
+        self._wake_some(to_wake)
+
+    def _wake_some(self, to_wake: list[Subscriber]) -> None:
+        # A few at a time, one loop iteration each: between chunks the loop polls
+        # the network, so new calls (the writers') are not starved by the fan-out.
+        for subscriber in to_wake[:WAKE_CHUNK]:
             subscriber.wakeup.set()
+        if len(to_wake) > WAKE_CHUNK:
+            asyncio.get_running_loop().call_soon(self._wake_some, to_wake[WAKE_CHUNK:])
 
     def advance(self, revision: int) -> None:
         """Record the store's revision when it moved without a publish (at start-up)."""
