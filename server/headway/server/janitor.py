@@ -140,7 +140,8 @@ class Janitor:
         engine = self._engine
         now = engine.now_ns()
         lost_after = int(self._settings.agent_lost_after.total_seconds() * 1e9)
-        # One action per task; when a task is due for two endings (its cancel
+        # One action per task. An overdue cancel ends the task, which beats merely
+        # flagging it stalled; when a task is due for two endings (its cancel
         # deadline and its agent-lost limit both passed, say across a restart),
         # the one that fell due first wins.
         work: dict[TaskKey, tuple[int, str, ServerApply]] = {}
@@ -156,7 +157,10 @@ class Janitor:
                 due = lease_expire_ns + lost_after
                 work[key] = (due, "server.FailLostAgent", _lose(lost_after))
         for key, deadline_ns in engine.cancel_deadlines.items():
-            if now > deadline_ns and (key not in work or deadline_ns < work[key][0]):
+            if now <= deadline_ns:
+                continue
+            lost_first = key in work and work[key][1] == "server.FailLostAgent"
+            if not lost_first or deadline_ns < work[key][0]:
                 work[key] = (deadline_ns, "server.ForceCancel", _force_cancel)
         if work:
             await asyncio.gather(
