@@ -36,7 +36,6 @@ class _Writer:
 
     def __init__(self, context: grpc.aio.ServicerContext[object, bytes]) -> None:
         self._context = context
-        self.delivered = 0
 
     async def write(self, frames: Iterable[bytes]) -> None:
         chunk: list[bytes] = []
@@ -49,7 +48,6 @@ class _Writer:
             size += len(encoded)
         if chunk:
             await self._context.write(b"".join(chunk))
-            self.delivered += len(chunk)
 
 
 class Subscription:
