@@ -11,7 +11,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.server import paging
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter, TaskFacts
-from headway.server.hub import Hub, Subscriber, encode_varint, frame
+from headway.server.hub import Hub, Subscriber
+from headway.server.records import encode_varint, frame
 from headway.server.store.base import EventRecord
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2
 
@@ -315,7 +316,7 @@ def register(
 
 
 def revisions(subscriber: Subscriber) -> list[int]:
-    return [event.revision for event in parse(subscriber.take())]
+    return [event.revision for event in parse([frame(e.data) for e in subscriber.take()])]
 
 
 async def test_publish_queues_frames_and_wakes_subscribers() -> None:
@@ -330,11 +331,11 @@ async def test_publish_queues_frames_and_wakes_subscribers() -> None:
     assert subscriber.ended is None
 
 
-async def test_subscribers_share_the_encoded_frame() -> None:
+async def test_subscribers_share_the_encoded_event() -> None:
     hub = make_hub()
     first, second = register(hub), register(hub)
     hub.publish([make_event(1)])
-    assert first.frames[0] is second.frames[0]
+    assert first.events[0].data is second.events[0].data
 
 
 async def test_filter_selects_what_a_subscriber_receives() -> None:
@@ -370,8 +371,8 @@ async def test_tenants_are_isolated() -> None:
     assert revisions(globex) == [2]
     hub.publish([make_event(3, make_task(tenant="initech"))])
     assert hub.revision == 3, "the revision advances even when nobody listens"
-    assert acme.frames == []
-    assert globex.frames == []
+    assert acme.events == []
+    assert globex.events == []
 
 
 async def test_include_logs() -> None:
@@ -387,7 +388,7 @@ async def test_log_events_still_obey_the_filter() -> None:
     hub = make_hub()
     other_task = register(hub, include_logs=True, task_ids=["t2"])
     hub.publish([make_event(1, is_log=True)])
-    assert other_task.frames == []
+    assert other_task.events == []
 
 
 async def test_stop_at_rest_notes_when_the_task_comes_to_rest() -> None:
@@ -416,13 +417,13 @@ async def test_a_subscriber_that_falls_behind_is_ended_and_the_others_go_on() ->
     assert slow.ended.kind is Kind.RESOURCE_EXHAUSTED
     assert slow.ended.reason == "SUBSCRIBER_TOO_SLOW"
     assert slow.ended.metadata == {"capacity": "3"}
-    assert slow.frames == [], "an ended subscriber's frames are freed"
+    assert slow.events == [], "an ended subscriber's frames are freed"
     assert slow.wakeup.is_set(), "its sender wakes up to end the stream"
     assert hub.subscriber_count == 1
 
     hub.publish([make_event(5), make_event(6)])
-    assert slow.frames == []
-    assert slow.offer(make_event(7), frame(make_event(7).data)) is False
+    assert slow.events == []
+    assert slow.offer(make_event(7)) is False
     assert revisions(fast) == [4, 5, 6]
 
 
@@ -434,7 +435,7 @@ async def test_overflow_within_one_batch() -> None:
     for subscriber in (first, second):
         assert subscriber.ended is not None
         assert subscriber.ended.reason == "SUBSCRIBER_TOO_SLOW"
-        assert subscriber.frames == []
+        assert subscriber.events == []
     assert hub.subscriber_count == 0, "each evicted subscriber is counted out once"
     reader = register(hub)
     for revision in range(6, 11):
@@ -461,7 +462,7 @@ async def test_unregister_stops_delivery_and_is_idempotent() -> None:
     hub.unregister(subscriber)
     assert hub.subscriber_count == 0
     hub.publish([make_event(1)])
-    assert subscriber.frames == []
+    assert subscriber.events == []
 
 
 async def test_register_beyond_the_limit_is_too_many_subscribers() -> None:
@@ -485,14 +486,14 @@ async def test_close_ends_everyone_and_refuses_new_subscribers() -> None:
     hub.close(shutdown)
     for subscriber in subscribers:
         assert subscriber.ended is shutdown
-        assert subscriber.frames == []
+        assert subscriber.events == []
         assert subscriber.wakeup.is_set()
     assert hub.subscriber_count == 0
     with pytest.raises(HeadwayError) as caught:
         register(hub)
     assert caught.value is shutdown
     hub.publish([make_event(2)])
-    assert all(s.frames == [] for s in subscribers)
+    assert all(s.events == [] for s in subscribers)
 
 
 def test_advance_never_moves_the_revision_back() -> None:
@@ -516,7 +517,10 @@ async def test_many_subscribers_are_woken_once_for_several_publishes() -> None:
     assert not any(s.wakeup.is_set() for s in subscribers)  # held back for a moment
     await asyncio.sleep(0.05)
     assert all(s.wakeup.is_set() for s in subscribers)
-    assert all([e.revision for e in parse(s.take())] == [1, 2] for s in subscribers)
+    assert all(
+        [e.revision for e in parse([frame(e.data) for e in s.take()])] == [1, 2]
+        for s in subscribers
+    )
 
 
 async def test_few_subscribers_are_woken_at_once() -> None:

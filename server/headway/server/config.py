@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,6 +26,23 @@ class Limits(BaseModel):
     max_page_size: int = Field(1000, ge=1, description="Cap on page_size.")
     default_page_size: int = Field(100, ge=1, description="page_size when 0.")
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="gRPC message size.")
+    max_task_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="A task's encoded size (and one change's); larger: TASK_TOO_LARGE.",
+    )
+    max_response_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of tasks in one ListTasks page or one Subscribe message, about.",
+    )
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> Limits:
+        # Every task must fit in a response, and every response in a message.
+        if not self.max_task_bytes <= self.max_response_bytes <= self.max_message_bytes // 2:
+            raise ValueError("need max_task_bytes <= max_response_bytes <= max_message_bytes / 2")
+        return self
 
 
 class Settings(BaseSettings):

@@ -9,6 +9,11 @@ and only then updates memory, publishes to the hub and answers the callers.
 Invariant: memory, the hub's revision and the store's head move together,
 after the commit, within one step of the loop; readers therefore never see a
 change that could still be lost.
+
+A group whose commit fails leaves no trace (memory, revision, request ids and
+rate estimates are as before) and is retried one mutation at a time, so a
+mutation that cannot be stored fails alone and never takes its neighbours with
+it.
 """
 
 from __future__ import annotations
@@ -16,30 +21,29 @@ from __future__ import annotations
 import asyncio
 import bisect
 import enum
-import hashlib
 import heapq
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headway.server import domain, eta
+from headway.server import domain, eta, records
 from headway.server.config import Settings
-from headway.server.errors import FieldViolation, HeadwayError, Kind, task_not_found
+from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.eta import Estimator
 from headway.server.filtering import TaskFacts
 from headway.server.hub import Hub
+from headway.server.idempotency import RequestBook, RequestKey, check_same_request, fingerprint
 from headway.server.store.base import (
     CommitBatch,
     DurationRecord,
     EventRecord,
     LeaseRow,
-    LogRecord,
     RequestRecord,
+    StorageUnavailableError,
     Store,
     TaskRow,
 )
@@ -59,24 +63,19 @@ class ChangeKind(enum.Enum):
     NONE = "none"
 
 
-# The calls by which an agent reports: each renews the task's lease and clears
-# `stalled`. A viewer's CancelTask and DeleteTask do not: they say nothing of
-# whether the agent is alive.
-AGENT_REPORTS = frozenset(
-    {
-        "CreateTask",
-        "StartTask",
-        "AddSteps",
-        "UpdateStep",
-        "UpdateTask",
-        "AppendLogs",
-        "AddArtifacts",
-        "SucceedTask",
-        "FailTask",
-        "ConfirmCancel",
-        "Heartbeat",
-    }
-)
+class Actor(enum.Enum):
+    """Who makes a mutation, which decides what it says beyond its own change.
+
+    An agent's report proves the agent alive: it renews the task's lease and
+    clears `stalled`. A viewer's cancel or delete says nothing of the agent.
+    The server's own housekeeping (stall, lost agent, forced cancel, expiry)
+    is held to the hard size ceiling only, so that it can never be refused by
+    a task that the agent filled to its budget.
+    """
+
+    AGENT = "agent"
+    VIEWER = "viewer"
+    SERVER = "server"
 
 
 @dataclass(slots=True)
@@ -120,6 +119,7 @@ class _Command:
     tenant: str
     task_id: str
     method: str
+    actor: Actor
     fingerprint: bytes
     request_id: str
     expected_revision: int
@@ -134,20 +134,11 @@ class _Staged:
     head: int
     batch: CommitBatch
     overlay: dict[TaskKey, task_pb2.Task | None] = field(default_factory=dict)
-    requests: dict[TaskKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
+    requests: dict[RequestKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
     leases: dict[TaskKey, int] = field(default_factory=dict)
+    stored: set[TaskKey] = field(default_factory=set)
+    events: list[EventRecord] = field(default_factory=list)
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
-
-
-def fingerprint(method: str, request: Message) -> bytes:
-    """A digest of a request without its request_id, to tell a retry from a reuse."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    if "request_id" in copy.DESCRIPTOR.fields_by_name:
-        copy.ClearField("request_id")
-    digest = hashlib.blake2b(method.encode(), digest_size=16)
-    digest.update(copy.SerializeToString(deterministic=True))
-    return digest.digest()
 
 
 def timestamp_of(ns: int) -> Timestamp:
@@ -157,7 +148,7 @@ def timestamp_of(ns: int) -> Timestamp:
 
 
 class Engine:
-    """Owns the tasks, the revision counter, idempotency records and the commit loop."""
+    """Owns the tasks, the revision counter, request ids and the commit loop."""
 
     def __init__(
         self,
@@ -173,7 +164,7 @@ class Engine:
         self._clock = clock
         self._tasks: dict[TaskKey, task_pb2.Task] = {}
         self._order: dict[str, list[tuple[int, str]]] = {}
-        self._requests: OrderedDict[TaskKey, RequestRecord] = OrderedDict()
+        self._requests = RequestBook(settings.idempotency_max_records)
         self._queue: list[_Command] = []
         self._wake = asyncio.Event()
         self._pins: dict[int, int] = {}
@@ -186,10 +177,12 @@ class Engine:
         # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
         # the lease of every task not at rest, the deadline of every pending cancel
         # request, and a heap of (finish time, tenant, id) of tasks at rest.
-        self.leases: dict[TaskKey, int] = {}
-        self.cancel_deadlines: dict[TaskKey, int] = {}
-        self.finished: list[tuple[int, str, str]] = []
+        self._leases: dict[TaskKey, int] = {}
+        self._cancel_deadlines: dict[TaskKey, int] = {}
+        self._finished: list[tuple[int, str, str]] = []
         self.revision = 0
+        # The compaction fence: history at or below it may be gone. It moves
+        # before the store deletes anything, so no reader starts below it.
         self.compacted = 0
 
     # -- life cycle ---------------------------------------------------------------
@@ -203,8 +196,7 @@ class Engine:
         for data, lease_expire_ns in loaded.tasks:
             task = task_pb2.Task.FromString(data)
             self._remember(task, lease_expire_ns)
-        for record in loaded.requests:
-            self._requests[(record.tenant, record.request_id)] = record
+        self._requests.remember(loaded.requests)
         for run in loaded.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         self.revision = loaded.head
@@ -262,6 +254,7 @@ class Engine:
     async def read_events(
         self, tenant: str, after: int, upto: int, limit: int
     ) -> list[EventRecord]:
+        """History in (after, upto]; raises `HistoryCompactedError` if part of it is gone."""
         return await self._store.read_events(tenant, after, upto, limit)
 
     @property
@@ -279,7 +272,12 @@ class Engine:
         return self._tasks.get(key)
 
     def pin(self, revision: int) -> int:
-        """Keep history after `revision` from compaction while a subscriber catches up."""
+        """Keep history after `revision` from compaction while a subscriber catches up.
+
+        Call it in the same step of the loop as the check against `compacted`:
+        with no await between them, the janitor either sees the pin or the
+        reader sees the moved fence.
+        """
         self._next_pin += 1
         self._pins[self._next_pin] = revision
         return self._next_pin
@@ -298,6 +296,7 @@ class Engine:
         tenant: str,
         task_id: str,
         method: str,
+        actor: Actor,
         request: Message,
         apply: Apply,
         request_id: str = "",
@@ -306,9 +305,9 @@ class Engine:
         """Apply one mutation durably; a retry with the same request_id gets the first outcome."""
         print_ = fingerprint(method, request) if request_id else b""
         if request_id:
-            record = self._requests.get((tenant, request_id))
+            record = self._requests.find(tenant, request_id)
             if record is not None:
-                _check_same_request(record, method, print_)
+                check_same_request(record, method, print_)
                 return await self._replay(record)
         future: asyncio.Future[Outcome | RequestRecord] = asyncio.get_running_loop().create_future()
         if self._refusing or self._stopping:
@@ -318,7 +317,9 @@ class Engine:
                 "the server is shutting down; retry (with the same request_id) elsewhere or later",
             )
         self._queue.append(
-            _Command(tenant, task_id, method, print_, request_id, expected_revision, apply, future)
+            _Command(
+                tenant, task_id, method, actor, print_, request_id, expected_revision, apply, future
+            )
         )
         self._wake.set()
         result = await future
@@ -367,38 +368,25 @@ class Engine:
             if self._stopping:
                 return
 
-    async def _commit_group(self, commands: list[_Command]) -> None:
-        now_ns = self._clock()
-        staged = _Staged(head=self.revision, batch=CommitBatch(head=self.revision))
-        events: list[EventRecord] = []
-        for command in commands:
-            try:
-                answer = self._stage(command, staged, now_ns, events)
-            except HeadwayError as error:
-                command.future.set_exception(error)
-                continue
-            except Exception:
-                logger.exception("mutation %s of task %r failed", command.method, command.task_id)
-                command.future.set_exception(
-                    HeadwayError(Kind.INTERNAL, "INTERNAL", "the mutation failed unexpectedly")
-                )
-                continue
-            staged.answers.append((command, answer))
+    async def _commit_group(self, commands: Sequence[_Command]) -> None:
+        failure: Exception | None = None
+        self.estimator.begin()
+        try:
+            staged = self._stage_group(commands, self._clock())
+            if staged.batch:
+                try:
+                    await self._store.commit(staged.batch)
+                except Exception as error:
+                    failure = error
+                    self.estimator.rollback_to(0)
+        finally:
+            self.estimator.end()
+        if failure is not None:
+            await self._isolate(staged, failure)
+            return
         if staged.batch:
-            staged.batch.head = staged.head
-            try:
-                await self._store.commit(staged.batch)
-            except Exception:
-                logger.exception("commit of %d changes failed", len(staged.answers))
-                failure = HeadwayError(
-                    Kind.UNAVAILABLE, "STORAGE_FAILURE", "the change could not be stored; retry"
-                )
-                for command, _ in staged.answers:
-                    if not command.future.done():
-                        command.future.set_exception(failure)
-                return
             self._install(staged)
-            self._hub.publish(events)
+            self._hub.publish(staged.events)
         outcomes: dict[int, Outcome | RequestRecord] = {}
         for command, answer in staged.answers:
             if isinstance(answer, _Command):
@@ -407,19 +395,91 @@ class Engine:
             if not command.future.done():
                 command.future.set_result(answer)
 
+    async def _isolate(self, staged: _Staged, failure: Exception) -> None:
+        """After a failed group commit: retry its members alone, so only the guilty one fails.
+
+        Nothing of the group was installed, so each member is staged afresh
+        against the state as it was before the group.
+        """
+        members = [command for command, _ in staged.answers if not command.future.done()]
+        if len(members) > 1:
+            logger.warning(
+                "commit of %d mutations failed (%s); retrying them one at a time",
+                len(members),
+                failure,
+            )
+            for command in members:
+                await self._commit_group([command])
+            return
+        for command in members:
+            if isinstance(failure, StorageUnavailableError):
+                logger.error(
+                    "%s of task %r: storage unavailable: %s",
+                    command.method,
+                    command.task_id,
+                    failure,
+                )
+                error = HeadwayError(
+                    Kind.UNAVAILABLE,
+                    "STORAGE_UNAVAILABLE",
+                    "the change could not be stored just now; retry with the same request_id",
+                )
+            else:
+                logger.error(
+                    "%s of task %r cannot be stored",
+                    command.method,
+                    command.task_id,
+                    exc_info=failure,
+                )
+                error = HeadwayError(
+                    Kind.INTERNAL,
+                    "CHANGE_NOT_STORABLE",
+                    "the store refused this change; retrying it will not help",
+                    {"task_id": command.task_id},
+                )
+            command.future.set_exception(error)
+
+    def _stage_group(self, commands: Sequence[_Command], now_ns: int) -> _Staged:
+        staged = _Staged(head=self.revision, batch=CommitBatch(head=self.revision))
+        for command in commands:
+            if command.future.done():  # its caller gave up before the group formed
+                continue
+            savepoint = self.estimator.savepoint()
+            try:
+                answer = self._stage(command, staged, now_ns)
+            except HeadwayError as error:
+                self.estimator.rollback_to(savepoint)
+                command.future.set_exception(error)
+                continue
+            except Exception:
+                self.estimator.rollback_to(savepoint)
+                logger.exception("mutation %s of task %r failed", command.method, command.task_id)
+                command.future.set_exception(
+                    HeadwayError(Kind.INTERNAL, "INTERNAL", "the mutation failed unexpectedly")
+                )
+                continue
+            staged.answers.append((command, answer))
+        # A lease renewed without the task's row being written (a heartbeat, a log
+        # append) is stored on its own, so it survives a restart.
+        for key, lease_expire_ns in staged.leases.items():
+            if key not in staged.stored and staged.overlay.get(key, True) is not None:
+                staged.batch.leases.append(LeaseRow(*key, lease_expire_ns))
+        staged.batch.head = staged.head
+        return staged
+
     def _stage(
-        self, command: _Command, staged: _Staged, now_ns: int, events: list[EventRecord]
+        self, command: _Command, staged: _Staged, now_ns: int
     ) -> Outcome | RequestRecord | _Command:
+        """Apply one command to the group, or raise and leave the group as it was."""
         key = (command.tenant, command.task_id)
         if command.request_id:
-            request_key = (command.tenant, command.request_id)
-            record = self._requests.get(request_key)
+            record = self._requests.find(command.tenant, command.request_id)
             if record is not None:
-                _check_same_request(record, command.method, command.fingerprint)
+                check_same_request(record, command.method, command.fingerprint)
                 return record
-            pending = staged.requests.get(request_key)
+            pending = staged.requests.get((command.tenant, command.request_id))
             if pending is not None:
-                _check_same_request(pending[1], command.method, command.fingerprint)
+                check_same_request(pending[1], command.method, command.fingerprint)
                 return pending[0]
         current = staged.overlay[key] if key in staged.overlay else self._tasks.get(key)
         stale = current is not None and current.revision != command.expected_revision
@@ -436,99 +496,101 @@ class Engine:
             working = task_pb2.Task()
             working.CopyFrom(current)
         revision = staged.head + 1
+        lease_before = staged.leases.get(key, self._leases.get(key, 0))
+        now = timestamp_of(now_ns)
         ctx = MutationContext(
             tenant=command.tenant,
             revision=revision,
-            now=timestamp_of(now_ns),
+            now=now,
             now_ns=now_ns,
             lookup=lambda task_id: _lookup(self._tasks, staged.overlay, command.tenant, task_id),
-            lease_expire_ns=staged.leases.get(key, self.leases.get(key, 0)),
+            lease_expire_ns=lease_before,
         )
         change = command.apply(working, ctx)
         if change.kind is ChangeKind.NONE:
             # Nothing changed, but a retry must still get this answer: remember the
             # request at the task's revision, whose event holds the task as it is.
-            outcome = Outcome(change.task.revision, ChangeKind.NONE, change.task)
             self._record_request(command, staged, change.task.revision, now_ns)
-            return outcome
+            return Outcome(change.task.revision, ChangeKind.NONE, change.task)
         task = change.task
-        reports = command.method in AGENT_REPORTS
-        if reports and not domain.is_resting(task.state):
-            staged.leases[key] = now_ns + task.lease_duration.ToNanoseconds()
-        lease_expire_ns = staged.leases.get(key, self.leases.get(key, 0))
+        lease_expire_ns = lease_before
+        if command.actor is Actor.AGENT and not domain.is_resting(task.state):
+            lease_expire_ns = now_ns + task.lease_duration.ToNanoseconds()
         if change.kind is ChangeKind.LEASE:
-            staged.batch.leases.append(LeaseRow(command.tenant, task.id, lease_expire_ns))
+            staged.leases[key] = lease_expire_ns
             return Outcome(task.revision, ChangeKind.LEASE, task, lease_expire_ns)
-        staged.head = revision
         previous_state = current.state if current is not None else task.state
-        event = event_pb2.Event(revision=revision, commit_time=ctx.now)
-        batch = staged.batch
+        stamped: list[log_pb2.LogEntry] = []
         if change.kind is ChangeKind.LOGS:
-            entries = []
-            for index, entry in enumerate(change.logs):
-                stored = log_pb2.LogEntry()
-                stored.CopyFrom(entry)
-                stored.revision = revision
-                stored.index = index
-                stored.task_id = task.id
-                if not stored.HasField("time"):
-                    stored.time.CopyFrom(ctx.now)
-                if stored.level == log_pb2.LOG_LEVEL_UNSPECIFIED:
-                    stored.level = log_pb2.LOG_LEVEL_INFO
-                entries.append(stored)
-                batch.logs.append(
-                    LogRecord(
-                        tenant=command.tenant,
-                        task_id=task.id,
-                        revision=revision,
-                        index=index,
-                        level=stored.level,
-                        step_key=stored.step_key,
-                        time_ns=stored.time.ToNanoseconds(),
-                        message=stored.message,
-                        data=stored.SerializeToString(),
-                    )
-                )
-            event.logs_appended.task_id = task.id
-            event.logs_appended.entries.extend(entries)
+            stamped = records.stamp_logs(change.logs, task.id, revision, now)
+            data = records.logs_event(revision, now, task.id, stamped)
+            self._check_size(command, len(data), "the log lines")
+            task_bytes = b""
         elif change.kind is ChangeKind.DELETED:
-            event.deleted.CopyFrom(task)
+            data = records.task_event(revision, "deleted", task.SerializeToString(), now)
+            task_bytes = b""
+        else:
+            if command.actor is Actor.AGENT:
+                domain.record_report(task, now)
+            self.estimator.refresh(task, now_ns)
+            task.revision = revision
+            task_bytes = task.SerializeToString()
+            self._check_size(command, len(task_bytes), "the task")
+            data = records.task_event(revision, change.kind.value, task_bytes, now)
+        # Every check has passed: from here on the change joins the group.
+        staged.head = revision
+        batch = staged.batch
+        if lease_expire_ns != lease_before:
+            staged.leases[key] = lease_expire_ns
+        if change.kind is ChangeKind.LOGS:
+            batch.logs.extend(records.log_records(command.tenant, stamped))
+        elif change.kind is ChangeKind.DELETED:
             staged.overlay[key] = None
             batch.deletes.append(key)
         else:
-            if reports:
-                domain.record_report(task, ctx.now)
-            self.estimator.refresh(task, now_ns)
             if task.state == task_pb2.TASK_STATE_SUCCEEDED and previous_state != task.state:
                 batch.durations.extend(
                     DurationRecord(command.tenant, task.kind, step_key, now_ns, seconds)
                     for step_key, seconds in eta.durations(task)
                 )
-            task.revision = revision
-            getattr(event, change.kind.value).CopyFrom(task)
             staged.overlay[key] = task
+            staged.stored.add(key)
             batch.upserts.append(
-                TaskRow(
-                    command.tenant,
-                    task.id,
-                    task.create_revision,
-                    task.SerializeToString(),
-                    lease_expire_ns,
-                )
+                TaskRow(command.tenant, task.id, task.create_revision, task_bytes, lease_expire_ns)
             )
-        events.append(
-            EventRecord(
-                revision=revision,
-                facts=TaskFacts.of(task, previous_state),
-                is_log=change.kind is ChangeKind.LOGS,
-                at_rest=change.kind is ChangeKind.DELETED or domain.is_resting(task.state),
-                commit_ns=now_ns,
-                data=event.SerializeToString(),
-            )
+        event = EventRecord(
+            revision=revision,
+            facts=TaskFacts.of(task, previous_state),
+            is_log=change.kind is ChangeKind.LOGS,
+            at_rest=change.kind is ChangeKind.DELETED or domain.is_resting(task.state),
+            commit_ns=now_ns,
+            data=data,
         )
-        batch.events.append(events[-1])
+        staged.events.append(event)
+        batch.events.append(event)
         self._record_request(command, staged, revision, now_ns)
         return Outcome(revision, change.kind, task, lease_expire_ns)
+
+    def _check_size(self, command: _Command, size: int, what: str) -> None:
+        """Refuse a change that would make a task (or one change) too large to read back.
+
+        The agent's budget is well below the message limit, so every task stays
+        readable by GetTask, ListTasks and Subscribe; the server's own changes
+        only have to fit the hard ceiling, so they can never be refused.
+        """
+        limit = self._settings.limits.max_task_bytes
+        if command.actor is Actor.SERVER:
+            limit = self._settings.limits.max_message_bytes // 2
+        if size <= limit:
+            return
+        raise HeadwayError(
+            Kind.RESOURCE_EXHAUSTED,
+            "TASK_TOO_LARGE",
+            f"{command.method} would make {what} of task {command.task_id!r} {size} bytes, "
+            f"more than the {limit} bytes allowed; send less (shorter errors, messages or "
+            "fewer steps, metrics or artifacts)",
+            {"task_id": command.task_id, "size_bytes": str(size), "limit_bytes": str(limit)},
+        )
 
     def _record_request(
         self, command: _Command, staged: _Staged, revision: int, now_ns: int
@@ -550,7 +612,7 @@ class Engine:
         """Make a committed group visible: memory, order index, request records, revision."""
         for key, lease_expire_ns in staged.leases.items():
             if key in self._tasks and key not in staged.overlay:
-                self.leases[key] = lease_expire_ns
+                self._leases[key] = lease_expire_ns
         for (tenant, task_id), task in staged.overlay.items():
             if task is None:
                 self._forget(tenant, task_id)
@@ -558,10 +620,7 @@ class Engine:
                 self._remember(task, staged.leases.get((tenant, task_id)))
         for run in staged.batch.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
-        for request_key, (_, record) in staged.requests.items():
-            self._requests[request_key] = record
-        while len(self._requests) > self._settings.idempotency_max_records:
-            self._requests.popitem(last=False)
+        self._requests.remember(record for _, record in staged.requests.values())
         self.revision = staged.head
 
     def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
@@ -570,20 +629,20 @@ class Engine:
             self._order.setdefault(task.tenant, []).append((task.create_revision, task.id))
         self._tasks[key] = task
         if domain.is_resting(task.state):
-            self.leases.pop(key, None)
-            self.cancel_deadlines.pop(key, None)
-            heapq.heappush(self.finished, (task.finish_time.ToNanoseconds(), *key))
+            self._leases.pop(key, None)
+            self._cancel_deadlines.pop(key, None)
+            heapq.heappush(self._finished, (task.finish_time.ToNanoseconds(), *key))
             return
         if lease_expire_ns is not None:
-            self.leases[key] = lease_expire_ns
-        elif key not in self.leases:
-            self.leases[key] = domain.lease_expiry_ns(task, task.last_report_time.ToNanoseconds())
+            self._leases[key] = lease_expire_ns
+        elif key not in self._leases:
+            self._leases[key] = domain.lease_expiry_ns(task, task.last_report_time.ToNanoseconds())
         if task.HasField("cancel_request"):
-            self.cancel_deadlines[key] = task.cancel_request.deadline_time.ToNanoseconds()
+            self._cancel_deadlines[key] = task.cancel_request.deadline_time.ToNanoseconds()
 
     def _forget(self, tenant: str, task_id: str) -> None:
-        self.leases.pop((tenant, task_id), None)
-        self.cancel_deadlines.pop((tenant, task_id), None)
+        self._leases.pop((tenant, task_id), None)
+        self._cancel_deadlines.pop((tenant, task_id), None)
         task = self._tasks.pop((tenant, task_id), None)
         if task is None:
             return
@@ -594,30 +653,48 @@ class Engine:
 
     # -- housekeeping -------------------------------------------------------------
 
+    def leases(self) -> ItemsView[TaskKey, int]:
+        """The lease expiry (ns) of every task not at rest."""
+        return self._leases.items()
+
+    def lease_of(self, key: TaskKey) -> int | None:
+        return self._leases.get(key)
+
+    def cancel_deadlines(self) -> ItemsView[TaskKey, int]:
+        """The deadline (ns) of every pending cancel request."""
+        return self._cancel_deadlines.items()
+
+    def take_finished(self, cutoff_ns: int, limit: int) -> list[TaskKey]:
+        """Up to `limit` tasks that came to rest at or before the cutoff and still rest.
+
+        They leave the retention index: the caller expires them now.
+        """
+        taken: list[TaskKey] = []
+        while self._finished and self._finished[0][0] <= cutoff_ns and len(taken) < limit:
+            _, tenant, task_id = heapq.heappop(self._finished)
+            task = self._tasks.get((tenant, task_id))
+            if task is not None and domain.is_resting(task.state):
+                taken.append((tenant, task_id))
+        return taken
+
+    def has_finished_before(self, cutoff_ns: int) -> bool:
+        return bool(self._finished) and self._finished[0][0] <= cutoff_ns
+
     def compaction_floor(self) -> int | None:
         """The oldest revision a catching-up subscriber still needs, if any."""
         return min(self._pins.values()) if self._pins else None
 
+    def fence_compaction(self, revision: int) -> None:
+        """Move the compaction fence up to `revision`, before the store deletes up to it."""
+        self.compacted = max(self.compacted, revision)
+
     def forget_requests_before(self, cutoff_ns: int) -> int:
         """Drop remembered request ids older than the cutoff; the oldest kept one's time."""
-        while self._requests:
-            oldest = next(iter(self._requests.values()))
-            if oldest.create_ns >= cutoff_ns:
-                return oldest.create_ns
-            self._requests.popitem(last=False)
-        return cutoff_ns
+        return self._requests.forget_before(cutoff_ns)
 
-
-def _check_same_request(record: RequestRecord, method: str, print_: bytes) -> None:
-    if record.method != method or record.fingerprint != print_:
-        raise HeadwayError(
-            Kind.INVALID_ARGUMENT,
-            "REQUEST_ID_REUSED",
-            f"request_id {record.request_id!r} was already used for a different request "
-            f"({record.method})",
-            {"request_id": record.request_id},
-            violations=(FieldViolation("request_id", "was already used for a different request"),),
-        )
+    def request_records(self) -> dict[RequestKey, RequestRecord]:
+        """A copy of the remembered request ids (for checks that nothing changed)."""
+        return self._requests.snapshot()
 
 
 def _lookup(

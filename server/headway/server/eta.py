@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -30,6 +30,8 @@ from headway.v1 import task_pb2
 NANOS = 1_000_000_000
 HISTORY_RUNS = 50
 TASK_KEY = ""  # history key of a whole task, beside its steps' keys
+
+TrackerKey = tuple[str, str, str]  # (tenant, task id, step key or TASK_KEY)
 
 
 @dataclass(slots=True)
@@ -198,7 +200,38 @@ class Estimator:
 
     time_constant: float
     history: HistoryBook = field(default_factory=HistoryBook)
-    _trackers: dict[tuple[str, str, str], RateTracker] = field(default_factory=dict)
+    _trackers: dict[TrackerKey, RateTracker] = field(default_factory=dict)
+    # While a commit group is staged, the first-touch state of every tracker it
+    # changed (None: absent), so that a group (or one mutation of it) that is
+    # not committed leaves the rates exactly as they were.
+    _journal: list[tuple[TrackerKey, RateTracker | None]] | None = None
+
+    def begin(self) -> None:
+        """Start journaling tracker changes; `rollback_to` undoes them, `end` keeps them."""
+        self._journal = []
+
+    def savepoint(self) -> int:
+        return len(self._journal) if self._journal is not None else 0
+
+    def rollback_to(self, savepoint: int = 0) -> None:
+        """Undo every tracker change made since `savepoint` (since `begin` by default)."""
+        journal = self._journal
+        if journal is None:
+            return
+        while len(journal) > savepoint:
+            ident, previous = journal.pop()
+            if previous is None:
+                self._trackers.pop(ident, None)
+            else:
+                self._trackers[ident] = previous
+
+    def end(self) -> None:
+        self._journal = None
+
+    def _note(self, ident: TrackerKey) -> None:
+        if self._journal is not None:
+            previous = self._trackers.get(ident)
+            self._journal.append((ident, None if previous is None else replace(previous)))
 
     def refresh(self, task: task_pb2.Task, now_ns: int) -> None:
         """Observe the task's progress and recompute every estimate on it."""
@@ -294,6 +327,8 @@ class Estimator:
 
     def _tracker(self, task: task_pb2.Task, key: str) -> RateTracker:
         ident = (task.tenant, task.id, key)
+        # Every caller observes through the tracker it gets: journal it first.
+        self._note(ident)
         tracker = self._trackers.get(ident)
         if tracker is None:
             tracker = self._trackers[ident] = RateTracker(self.time_constant)
@@ -301,7 +336,14 @@ class Estimator:
 
     def forget(self, task: task_pb2.Task) -> None:
         for key in [TASK_KEY, *(step.key for step in task.steps)]:
-            self._trackers.pop((task.tenant, task.id, key), None)
+            ident = (task.tenant, task.id, key)
+            if ident in self._trackers:
+                self._note(ident)
+                del self._trackers[ident]
+
+    def tracker_state(self) -> dict[TrackerKey, RateTracker]:
+        """A copy of every tracker, for comparing the estimator's state before and after."""
+        return {ident: replace(tracker) for ident, tracker in self._trackers.items()}
 
 
 def durations(task: task_pb2.Task) -> list[tuple[str, float]]:

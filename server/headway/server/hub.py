@@ -1,10 +1,11 @@
 """Fan-out of committed changes to live subscribers.
 
 The engine publishes each batch of committed events once; the hub appends the
-event's pre-encoded frame to the queue of every subscriber whose filter
-matches, and wakes it: at once when there are few subscribers; after a short
-linger that grows with their number when there are many, so that one write
-per subscriber carries the events of several commits. Publishing never waits
+event (encoded once, at commit, and shared by every queue) to the queue of
+every subscriber whose filter matches, and wakes it: at once when there are
+few subscribers; after a short linger that grows with their number when there
+are many, so that one write per subscriber carries the events of several
+commits. Publishing never waits
 on a subscriber: a queue that reaches its capacity ends that subscription
 (RESOURCE_EXHAUSTED) and frees its memory, so one slow reader cannot slow the
 writers or the other readers.
@@ -23,32 +24,14 @@ from headway.server.store.base import EventRecord
 WAKE_CHUNK = 64
 
 
-def encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def frame(event_data: bytes) -> bytes:
-    """One element of `SubscribeResponse.events` (field 1, length-delimited).
-
-    Concatenated frames form a valid SubscribeResponse, so a subscriber's whole
-    queue goes out as one message without decoding or re-encoding anything.
-    """
-    return b"\x0a" + encode_varint(len(event_data)) + event_data
-
-
 class Subscriber:
     """One live subscription's queue and the signals its sender waits on."""
 
     __slots__ = (
         "_capacity",
         "ended",
+        "events",
         "filter",
-        "frames",
         "heartbeat_due",
         "include_logs",
         "rest_reached",
@@ -70,7 +53,7 @@ class Subscriber:
         self.filter = task_filter
         self.include_logs = include_logs
         self.stop_at_rest = stop_at_rest
-        self.frames: list[bytes] = []
+        self.events: list[EventRecord] = []
         self.wakeup = asyncio.Event()
         self.ended: HeadwayError | None = None
         self.rest_reached = False
@@ -82,11 +65,11 @@ class Subscriber:
             return False
         return self.filter.selects_all or self.filter.matches(event.facts)
 
-    def offer(self, event: EventRecord, encoded: bytes) -> bool:
+    def offer(self, event: EventRecord) -> bool:
         """Queue one matching event; False when the queue overflowed and the subscription ended."""
         if self.ended is not None:
             return False
-        if len(self.frames) >= self._capacity:
+        if len(self.events) >= self._capacity:
             self.end(
                 HeadwayError(
                     Kind.RESOURCE_EXHAUSTED,
@@ -97,20 +80,26 @@ class Subscriber:
                 )
             )
             return False
-        self.frames.append(encoded)
+        self.events.append(event)
         if self.stop_at_rest and event.at_rest and not event.is_log:
             self.rest_reached = True
         return True
 
-    def take(self) -> list[bytes]:
-        frames, self.frames = self.frames, []
-        return frames
+    def take(self) -> list[EventRecord]:
+        events, self.events = self.events, []
+        return events
+
+    def discard_through(self, revision: int) -> None:
+        """Drop queued events a fresh snapshot at `revision` already covers."""
+        self.events = [event for event in self.events if event.revision > revision]
+        if self.stop_at_rest:
+            self.rest_reached = any(e.at_rest and not e.is_log for e in self.events)
 
     def end(self, error: HeadwayError) -> None:
         """End the subscription with `error`; its sender aborts the stream with that status."""
         if self.ended is None:
             self.ended = error
-            self.frames = []
+            self.events = []
             self.wakeup.set()
 
 
@@ -187,13 +176,10 @@ class Hub:
             members = self._by_tenant.get(event.facts.tenant)
             if not members:
                 continue
-            encoded: bytes | None = None
             for subscriber in members:
                 if not subscriber.accepts(event):
                     continue
-                if encoded is None:
-                    encoded = frame(event.data)
-                if subscriber.offer(event, encoded):
+                if subscriber.offer(event):
                     woken.add(subscriber)
                 else:
                     evicted.append(subscriber)

@@ -11,14 +11,13 @@ races the janitor always wins.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections.abc import Callable
 
 from google.protobuf import empty_pb2
 
 from headway.server import domain
-from headway.server.engine import Change, ChangeKind, Engine, MutationContext, TaskKey
+from headway.server.engine import Actor, Change, ChangeKind, Engine, MutationContext, TaskKey
 from headway.server.errors import HeadwayError
 from headway.v1 import task_pb2
 
@@ -129,6 +128,7 @@ class Janitor:
                 tenant=tenant,
                 task_id=task_id,
                 method=method,
+                actor=Actor.SERVER,
                 request=empty_pb2.Empty(),
                 apply=apply,
             )
@@ -145,7 +145,7 @@ class Janitor:
         # deadline and its agent-lost limit both passed, say across a restart),
         # the one that fell due first wins.
         work: dict[TaskKey, tuple[int, str, ServerApply]] = {}
-        for key, lease_expire_ns in engine.leases.items():
+        for key, lease_expire_ns in engine.leases():
             task = engine.find(key)
             if task is None or task.state != task_pb2.TASK_STATE_RUNNING:
                 continue
@@ -156,7 +156,7 @@ class Janitor:
             elif task.stalled and now > lease_expire_ns + lost_after:
                 due = lease_expire_ns + lost_after
                 work[key] = (due, "server.FailLostAgent", _lose(lost_after))
-        for key, deadline_ns in engine.cancel_deadlines.items():
+        for key, deadline_ns in engine.cancel_deadlines():
             if now <= deadline_ns:
                 continue
             lost_first = key in work and work[key][1] == "server.FailLostAgent"
@@ -173,15 +173,8 @@ class Janitor:
         retention = int(self._settings.task_retention.total_seconds() * 1e9)
         cutoff = engine.now_ns() - retention
         deleted = 0
-        while engine.finished and engine.finished[0][0] <= cutoff:
-            batch: list[TaskKey] = []
-            while engine.finished and engine.finished[0][0] <= cutoff:
-                if len(batch) >= self._settings.janitor_batch:
-                    break
-                _, tenant, task_id = heapq.heappop(engine.finished)
-                task = engine.find((tenant, task_id))
-                if task is not None and domain.is_resting(task.state):
-                    batch.append((tenant, task_id))
+        while engine.has_finished_before(cutoff):
+            batch = engine.take_finished(cutoff, self._settings.janitor_batch)
             await asyncio.gather(
                 *(self._apply(key, "server.ExpireTask", _expire(retention)) for key in batch)
             )
@@ -189,22 +182,29 @@ class Janitor:
         return deleted
 
     async def compact(self) -> None:
-        """Drop history beyond the retained count and age, in steps, never past a reader."""
+        """Drop history beyond the retained count and age, in steps, never past a reader.
+
+        Each step re-reads the oldest pin and moves the fence before it
+        deletes: a subscriber that resumed since the last step has either
+        pinned its start (and the step stops below it) or found the fence moved
+        (and resyncs). The fence is also checked by every history read.
+        """
         engine = self._engine
         settings = self._settings
         by_count = engine.revision - settings.history_retention_events
         cutoff = engine.now_ns() - int(settings.history_retention.total_seconds() * 1e9)
         by_age = await engine.store.revision_before(cutoff)
         target = max(by_count, by_age)
-        floor = engine.compaction_floor()
-        if floor is not None:
-            target = min(target, floor)
-        while engine.compacted < target:
+        while True:
+            floor = engine.compaction_floor()
             step = min(target, engine.compacted + COMPACTION_STEP)
-            engine.compacted = step  # before the delete: new readers must not start below it
+            if floor is not None:
+                step = min(step, floor)
+            if step <= engine.compacted:
+                break
+            engine.fence_compaction(step)
             await engine.store.compact(step)
-        if engine.compacted == target and target > 0:
-            logger.debug("history compacted up to revision %d", target)
+            logger.debug("history compacted up to revision %d", step)
 
     async def prune(self) -> None:
         engine = self._engine

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from headway.server import domain, paging, validation
 from headway.server.config import Settings
-from headway.server.engine import Change, ChangeKind, Engine, MutationContext, Outcome
+from headway.server.engine import Actor, Change, ChangeKind, Engine, MutationContext, Outcome
 from headway.server.errors import HeadwayError, Kind, task_not_found, to_rpc_status
 from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
@@ -70,11 +70,13 @@ class TaskService:
         *,
         request_id: str,
         expected_revision: int = 0,
+        actor: Actor = Actor.AGENT,
     ) -> Outcome:
         return await self._engine.mutate(
             tenant=tenant_of(context),
             task_id=task_id,
             method=method,
+            actor=actor,
             request=request,
             apply=apply,
             request_id=request_id,
@@ -256,6 +258,7 @@ class TaskService:
             apply,
             request_id=request.request_id,
             expected_revision=request.expected_revision,
+            actor=Actor.VIEWER,
         )
         return task_service_pb2.CancelTaskResponse(task=outcome.task)
 
@@ -319,6 +322,7 @@ class TaskService:
             apply,
             request_id=request.request_id,
             expected_revision=request.expected_revision,
+            actor=Actor.VIEWER,
         )
         return task_service_pb2.DeleteTaskResponse(revision=outcome.revision)
 
@@ -368,14 +372,20 @@ class TaskService:
         after = position[0] if position else 0
         task_filter = CompiledFilter.compile(request.filter)
         response = task_service_pb2.ListTasksResponse(revision=self._engine.revision)
+        # A page ends at page_size tasks or at about max_response_bytes, whichever
+        # comes first, so no task (each within max_task_bytes) can make it fail.
+        size = 0
         for task in self._engine.tasks_after(tenant_of(context), after):
             if not task_filter.matches_task(task):
                 continue
-            if len(response.tasks) == page_size:
+            task_size = task.ByteSize()
+            full = size + task_size > self._limits.max_response_bytes
+            if response.tasks and (len(response.tasks) == page_size or full):
                 last = response.tasks[-1].create_revision
                 response.next_page_token = paging.encode([last], digest)
                 break
             response.tasks.append(task)
+            size += task_size
         return response
 
     async def ListLogs(

@@ -131,6 +131,22 @@ class LoadedState:
     durations: Sequence[DurationRecord]
 
 
+class StorageUnavailableError(Exception):
+    """A store failure that may pass on its own (I/O error, disk full, lock timeout).
+
+    Any other exception from `commit` means the batch itself cannot be stored,
+    and retrying it would fail the same way.
+    """
+
+
+class HistoryCompactedError(Exception):
+    """A history read reached below the compacted revision: part of the range is gone."""
+
+    def __init__(self, oldest: int) -> None:
+        super().__init__(f"history up to revision {oldest} has been compacted")
+        self.oldest = oldest
+
+
 class Store(Protocol):
     """Durable storage for the engine. Every method may be awaited from the event loop."""
 
@@ -139,13 +155,21 @@ class Store(Protocol):
         ...
 
     async def commit(self, batch: CommitBatch) -> None:
-        """Make the batch durable in one transaction, or raise and change nothing."""
+        """Make the batch durable in one transaction, or raise and change nothing.
+
+        Raises `StorageUnavailableError` when the failure may pass on a retry.
+        """
         ...
 
     async def read_events(
         self, tenant: str, after: int, upto: int, limit: int
     ) -> list[EventRecord]:
-        """A tenant's changes with after < revision <= upto, in order, at most `limit`."""
+        """A tenant's changes with after < revision <= upto, in order, at most `limit`.
+
+        Raises `HistoryCompactedError` when `after` is below the compacted revision,
+        checked in the same read as the rows: a read never returns a range with
+        a silent hole in it.
+        """
         ...
 
     async def read_event(self, revision: int) -> EventRecord | None:

@@ -23,9 +23,11 @@ from headway.server.store.base import (
     CommitBatch,
     DurationRecord,
     EventRecord,
+    HistoryCompactedError,
     LoadedState,
     LogQuery,
     RequestRecord,
+    StorageUnavailableError,
 )
 
 T = TypeVar("T")
@@ -177,17 +179,35 @@ class SqliteStore:
         return await self._on_writer_thread(load)
 
     async def commit(self, batch: CommitBatch) -> None:
-        await self._write(lambda connection: _commit(connection, batch))
+        try:
+            await self._write(lambda connection: _commit(connection, batch))
+        except sqlite3.OperationalError as error:
+            # I/O errors, a full disk, a lock held too long: conditions that pass.
+            # Anything else (a constraint, a value SQLite cannot hold) is the
+            # batch's own fault and would fail the same way again.
+            raise StorageUnavailableError(str(error)) from error
 
     async def read_events(
         self, tenant: str, after: int, upto: int, limit: int
     ) -> list[EventRecord]:
         def read(connection: sqlite3.Connection) -> list[EventRecord]:
-            rows = connection.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events "
-                "WHERE revision > ? AND revision <= ? AND tenant = ? ORDER BY revision LIMIT ?",
-                (after, upto, tenant, limit),
-            )
+            # One read transaction: the compaction mark and the rows come from the
+            # same snapshot of the database, so a range is either whole or refused.
+            connection.execute("BEGIN")
+            try:
+                row = connection.execute(
+                    "SELECT value FROM meta WHERE key = 'compacted'"
+                ).fetchone()
+                compacted = int(row[0]) if row else 0
+                if after < compacted:
+                    raise HistoryCompactedError(compacted)
+                rows = connection.execute(
+                    f"SELECT {_EVENT_COLUMNS} FROM events "
+                    "WHERE revision > ? AND revision <= ? AND tenant = ? ORDER BY revision LIMIT ?",
+                    (after, upto, tenant, limit),
+                ).fetchall()
+            finally:
+                connection.execute("COMMIT")
             return [_event_from_row(row) for row in rows]
 
         return await self._read(read)
