@@ -6,6 +6,7 @@ fails on a server without the fix it names.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
@@ -139,3 +140,37 @@ async def test_a_lease_renewed_by_logs_survives_a_restart(
     await clocked.running.janitor.check_liveness()
     task = (await client.stub.GetTask(task_service_pb2.GetTaskRequest(task_id="logger"))).task
     assert task.stalled
+
+
+async def test_an_unstorable_log_time_is_refused_and_its_batch_mates_commit(
+    client: HeadwayClient,
+) -> None:
+    steps = [task_service_pb2.StepSpec(key=f"s{i}") for i in range(40)]
+    await client.stub.CreateTask(
+        task_service_pb2.CreateTaskRequest(task_id="busy", start=True, steps=steps)
+    )
+    await client.stub.CreateTask(task_service_pb2.CreateTaskRequest(task_id="poison", start=True))
+    entry = log_pb2.LogEntry(message="from the far future")
+    entry.time.FromJsonString("9999-12-31T23:59:59Z")
+    updates = [
+        client.stub.UpdateStep(
+            task_service_pb2.UpdateStepRequest(
+                task_id="busy", step_key=f"s{i}", state=task_pb2.STEP_STATE_RUNNING
+            )
+        )
+        for i in range(40)
+    ]
+    poisoned = client.stub.AppendLogs(
+        task_service_pb2.AppendLogsRequest(task_id="poison", entries=[entry])
+    )
+    results = await asyncio.gather(*updates[:20], poisoned, *updates[20:], return_exceptions=True)
+    refused = results[20]
+    assert isinstance(refused, grpc.aio.AioRpcError)
+    assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "entries[0].time" in str(refused.trailing_metadata())
+    failed = [r for i, r in enumerate(results) if i != 20 and isinstance(r, BaseException)]
+    assert failed == [], "a neighbour of the bad request failed with it"
+    task = (await client.stub.GetTask(task_service_pb2.GetTaskRequest(task_id="busy"))).task
+    assert all(step.state == task_pb2.STEP_STATE_RUNNING for step in task.steps)
+    logs = await client.stub.ListLogs(task_service_pb2.ListLogsRequest(task_id="poison"))
+    assert list(logs.entries) == []

@@ -27,7 +27,7 @@ from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.store.base import CommitBatch, StorageUnavailableError, Store
 from headway.server.store.sqlite import SqliteStore
-from headway.v1 import event_pb2, task_pb2, task_service_pb2
+from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2
 from tests.clock import FakeClock
 from tests.memory_store import MemoryStore
 
@@ -388,3 +388,38 @@ async def test_a_history_read_below_the_compaction_mark_fails_when_asked_to(
             await anext(batches)
     assert (raised.value.kind, raised.value.reason) == (Kind.OUT_OF_RANGE, "REVISION_COMPACTED")
     assert raised.value.metadata == {"oldest_revision": "20"}
+
+
+async def test_a_change_sqlite_cannot_hold_fails_alone_on_the_real_store(tmp_path: Path) -> None:
+    """The second line of defence, on SQLite itself: a log time beyond 64-bit nanoseconds.
+
+    Validation refuses such times at the door; here the engine is handed one
+    directly, as a bug in validation would, and the commit group survives it.
+    """
+    rig = Rig(SqliteStore(tmp_path / "poison.db"), make_settings(tmp_path))
+    await rig.engine.start()
+    try:
+        for i in range(4):
+            await rig.mutate(f"t{i}", named(f"t{i}", create()))
+
+        def far_future_log(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            assert task is not None
+            entry = log_pb2.LogEntry(message="from the far future")
+            entry.time.FromJsonString("9999-12-31T23:59:59Z")
+            return Change(ChangeKind.LOGS, task, [entry])
+
+        benign = [rig.mutate(f"t{i % 4}", note(f"update {i}")) for i in range(40)]
+        results = await asyncio.gather(
+            *benign[:10], rig.mutate("t1", far_future_log), *benign[10:], return_exceptions=True
+        )
+        poisoned = results[10]
+        assert isinstance(poisoned, HeadwayError)
+        assert (poisoned.kind, poisoned.reason) == (Kind.INTERNAL, "CHANGE_NOT_STORABLE")
+        good = [r for i, r in enumerate(results) if i != 10]
+        assert all(isinstance(r, Outcome) for r in good)
+        assert rig.engine.revision == 44
+        history = await rig.store.read_events("acme", 0, 100, 100)
+        assert [e.revision for e in history] == list(range(1, 45))
+        assert not any(e.is_log for e in history)
+    finally:
+        await rig.engine.stop()
