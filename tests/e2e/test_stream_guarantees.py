@@ -10,6 +10,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from headway.client import HeadwayClient, OutOfRangeError, UnavailableError, task_filter
 from headway.server.config import Settings
@@ -195,6 +196,24 @@ async def test_heartbeat_interval_is_clamped(client: HeadwayClient, settings: Se
     beats = sum(kind(e) == "heartbeat" for e in watcher.events)
     floor = settings.heartbeat_min.total_seconds()
     assert 1 <= beats <= 0.5 / floor + 2
+
+
+async def test_a_negative_heartbeat_interval_is_clamped_too(
+    client: HeadwayClient, settings: Settings
+) -> None:
+    """The proto promises clamping, not rejection, for any interval out of bounds."""
+    request = task_service_pb2.SubscribeRequest(heartbeat_interval=Duration(seconds=-5))
+    stream = client.stub.Subscribe(request)
+    started = asyncio.get_running_loop().time()
+    kinds: list[str] = []
+    async for response in stream:
+        kinds += [kind(e) for e in response.events]
+        if "heartbeat" in kinds:
+            break
+    stream.cancel()
+    elapsed = asyncio.get_running_loop().time() - started
+    assert kinds[0] == "synced"
+    assert elapsed < settings.heartbeat_default.total_seconds() / 2, "clamped to the minimum"
 
 
 @pytest.mark.parametrize(
