@@ -141,6 +141,15 @@ class _Staged:
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    """A change as bytes: its event, the task's row (task changes) and stamped log lines."""
+
+    event: bytes
+    task: bytes = b""
+    logs: Sequence[log_pb2.LogEntry] = ()
+
+
 def timestamp_of(ns: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromNanoseconds(ns)
@@ -471,26 +480,12 @@ class Engine:
         self, command: _Command, staged: _Staged, now_ns: int
     ) -> Outcome | RequestRecord | _Command:
         """Apply one command to the group, or raise and leave the group as it was."""
+        earlier = self._earlier_answer(command, staged)
+        if earlier is not None:
+            return earlier
         key = (command.tenant, command.task_id)
-        if command.request_id:
-            record = self._requests.find(command.tenant, command.request_id)
-            if record is not None:
-                check_same_request(record, command.method, command.fingerprint)
-                return record
-            pending = staged.requests.get((command.tenant, command.request_id))
-            if pending is not None:
-                check_same_request(pending[1], command.method, command.fingerprint)
-                return pending[0]
         current = staged.overlay[key] if key in staged.overlay else self._tasks.get(key)
-        stale = current is not None and current.revision != command.expected_revision
-        if command.expected_revision and current is not None and stale:
-            raise HeadwayError(
-                Kind.ABORTED,
-                "REVISION_MISMATCH",
-                f"task {command.task_id!r} is at revision {current.revision}, not "
-                f"{command.expected_revision}; read it again and retry",
-                {"task_id": command.task_id, "revision": str(current.revision)},
-            )
+        _check_expected_revision(command, current)
         working: task_pb2.Task | None = None
         if current is not None:
             working = task_pb2.Task()
@@ -519,31 +514,71 @@ class Engine:
         if change.kind is ChangeKind.LEASE:
             staged.leases[key] = lease_expire_ns
             return Outcome(task.revision, ChangeKind.LEASE, task, lease_expire_ns)
+        encoded = self._encode(command, change, revision, now, now_ns)
+        # Every check has passed: from here on the change joins the group.
+        staged.head = revision
+        if lease_expire_ns != lease_before:
+            staged.leases[key] = lease_expire_ns
         previous_state = current.state if current is not None else task.state
-        stamped: list[log_pb2.LogEntry] = []
+        self._join(staged, command, change, encoded, previous_state, lease_expire_ns, now_ns)
+        self._record_request(command, staged, revision, now_ns)
+        return Outcome(revision, change.kind, task, lease_expire_ns)
+
+    def _earlier_answer(
+        self, command: _Command, staged: _Staged
+    ) -> RequestRecord | _Command | None:
+        """The answer a request already got (or is getting in this group), if it is a retry."""
+        if not command.request_id:
+            return None
+        record = self._requests.find(command.tenant, command.request_id)
+        if record is not None:
+            check_same_request(record, command.method, command.fingerprint)
+            return record
+        pending = staged.requests.get((command.tenant, command.request_id))
+        if pending is not None:
+            check_same_request(pending[1], command.method, command.fingerprint)
+            return pending[0]
+        return None
+
+    def _encode(
+        self, command: _Command, change: Change, revision: int, now: Timestamp, now_ns: int
+    ) -> _Encoded:
+        """The change's event (and row) bytes; refuses a change over the size budget."""
+        task = change.task
         if change.kind is ChangeKind.LOGS:
             stamped = records.stamp_logs(change.logs, task.id, revision, now)
             data = records.logs_event(revision, now, task.id, stamped)
             self._check_size(command, len(data), "the log lines")
-            task_bytes = b""
-        elif change.kind is ChangeKind.DELETED:
-            data = records.task_event(revision, "deleted", task.SerializeToString(), now)
-            task_bytes = b""
-        else:
-            if command.actor is Actor.AGENT:
-                domain.record_report(task, now)
-            self.estimator.refresh(task, now_ns)
-            task.revision = revision
-            task_bytes = task.SerializeToString()
-            self._check_size(command, len(task_bytes), "the task")
-            data = records.task_event(revision, change.kind.value, task_bytes, now)
-        # Every check has passed: from here on the change joins the group.
-        staged.head = revision
+            return _Encoded(data, b"", stamped)
+        if change.kind is ChangeKind.DELETED:
+            # The deleted task as it was last seen, so a watcher knows what went.
+            return _Encoded(records.task_event(revision, "deleted", task.SerializeToString(), now))
+        if command.actor is Actor.AGENT:
+            domain.record_report(task, now)
+        self.estimator.refresh(task, now_ns)
+        task.revision = revision
+        task_bytes = task.SerializeToString()
+        self._check_size(command, len(task_bytes), "the task")
+        return _Encoded(
+            records.task_event(revision, change.kind.value, task_bytes, now), task_bytes
+        )
+
+    def _join(
+        self,
+        staged: _Staged,
+        command: _Command,
+        change: Change,
+        encoded: _Encoded,
+        previous_state: int,
+        lease_expire_ns: int,
+        now_ns: int,
+    ) -> None:
+        """Add an accepted change to the group: overlay, batch rows and its event."""
+        task = change.task
+        key = (command.tenant, task.id)
         batch = staged.batch
-        if lease_expire_ns != lease_before:
-            staged.leases[key] = lease_expire_ns
         if change.kind is ChangeKind.LOGS:
-            batch.logs.extend(records.log_records(command.tenant, stamped))
+            batch.logs.extend(records.log_records(command.tenant, encoded.logs))
         elif change.kind is ChangeKind.DELETED:
             staged.overlay[key] = None
             batch.deletes.append(key)
@@ -556,20 +591,20 @@ class Engine:
             staged.overlay[key] = task
             staged.stored.add(key)
             batch.upserts.append(
-                TaskRow(command.tenant, task.id, task.create_revision, task_bytes, lease_expire_ns)
+                TaskRow(
+                    command.tenant, task.id, task.create_revision, encoded.task, lease_expire_ns
+                )
             )
         event = EventRecord(
-            revision=revision,
+            revision=staged.head,
             facts=TaskFacts.of(task, previous_state),
             is_log=change.kind is ChangeKind.LOGS,
             at_rest=change.kind is ChangeKind.DELETED or domain.is_resting(task.state),
             commit_ns=now_ns,
-            data=data,
+            data=encoded.event,
         )
         staged.events.append(event)
         batch.events.append(event)
-        self._record_request(command, staged, revision, now_ns)
-        return Outcome(revision, change.kind, task, lease_expire_ns)
 
     def _check_size(self, command: _Command, size: int, what: str) -> None:
         """Refuse a change that would make a task (or one change) too large to read back.
@@ -695,6 +730,19 @@ class Engine:
     def request_records(self) -> dict[RequestKey, RequestRecord]:
         """A copy of the remembered request ids (for checks that nothing changed)."""
         return self._requests.snapshot()
+
+
+def _check_expected_revision(command: _Command, current: task_pb2.Task | None) -> None:
+    if not command.expected_revision or current is None:
+        return
+    if current.revision != command.expected_revision:
+        raise HeadwayError(
+            Kind.ABORTED,
+            "REVISION_MISMATCH",
+            f"task {command.task_id!r} is at revision {current.revision}, not "
+            f"{command.expected_revision}; read it again and retry",
+            {"task_id": command.task_id, "revision": str(current.revision)},
+        )
 
 
 def _lookup(
