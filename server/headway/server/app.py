@@ -2,10 +2,12 @@
 
 `create_server` binds and starts everything and returns a handle whose
 `stop()` shuts down in the order clients can cope with: health turns
-NOT_SERVING, streams end with UNAVAILABLE (clients resume elsewhere), new
+NOT_SERVING and its Watch streams end, change streams end with UNAVAILABLE
+(clients resume elsewhere), new
 mutations are answered UNAVAILABLE while accepted ones commit, the port
 closes with a grace period for calls still running, and only then the store
-closes.
+closes. The server itself ends every stream that would otherwise stay open, so
+the grace period is spent only on calls that are really in flight.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from headway.server import reflection
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
+from headway.server.health import HealthServicer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.service import SERVICE_NAME, TaskService, handlers
