@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from headway.server.app import create_server
 from headway.server.config import Settings
+from headway.server.store.lock import DatabaseInUseError
 
 
 async def serve(settings: Settings) -> None:
@@ -49,9 +50,15 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        run = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        run = uvloop.run
+    try:
+        run(serve(settings))
+    except DatabaseInUseError as error:
+        # Another server owns the database: say who, and do not start a second writer.
+        print(f"headway-server: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
 
 
 if __name__ == "__main__":

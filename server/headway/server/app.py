@@ -80,6 +80,9 @@ async def create_server(
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
+    Raises `DatabaseInUseError` (headway.server.store.lock) when another server
+    holds `settings.database`, before anything is bound or written.
+
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
     time and inject faults around real handlers.
     """
