@@ -22,10 +22,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## Create the virtual environment from pinned dependencies.
 
-gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs) from protos/.
+gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs, descriptor set with comments) from protos/.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
 
-gen-check: $(STAMP) ## Fail if gen/ is not what `make gen` would produce.
+gen-check: $(STAMP) ## Fail if gen/ (modules and descriptor_set.binpb) is not what `make gen` would produce.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --check gen
 
 lint: $(STAMP) ## ruff lint and format check.

@@ -2,11 +2,10 @@
 
 `create_server` binds and starts everything and returns a handle whose
 `stop()` shuts down in the order clients can cope with: health turns
-NOT_SERVING and its Watch streams end, change streams end with UNAVAILABLE
-(clients resume elsewhere), new
-mutations are answered UNAVAILABLE while accepted ones commit, the port
-closes with a grace period for calls still running, and only then the store
-closes. The server itself ends every stream that would otherwise stay open, so
+NOT_SERVING and its Watch streams end, as do reflection streams; change
+streams end with UNAVAILABLE (clients resume elsewhere); new mutations are
+answered UNAVAILABLE while accepted ones commit; the port closes with a grace
+period for calls still running; and only then the store closes. The server itself ends every stream that would otherwise stay open, so
 the grace period is spent only on calls that are really in flight.
 """
 
@@ -43,6 +42,7 @@ class RunningServer:
     janitor: Janitor
     hub: Hub
     health: HealthServicer
+    reflection: reflection.ReflectionServicer
     settings: Settings
     stopped: bool = False
 
@@ -54,6 +54,7 @@ class RunningServer:
         if grace is None:
             grace = self.settings.shutdown_grace.total_seconds()
         await self.health.enter_graceful_shutdown()
+        self.reflection.close()
         self.hub.close(
             HeadwayError(
                 Kind.UNAVAILABLE,
@@ -110,7 +111,7 @@ async def create_server(
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable(
+    reflection_servicer = reflection.enable(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
 
@@ -124,4 +125,6 @@ async def create_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("headway serving on port %d (database %s)", port, settings.database)
-    return RunningServer(server, port, engine, janitor, hub, health_servicer, settings)
+    return RunningServer(
+        server, port, engine, janitor, hub, health_servicer, reflection_servicer, settings
+    )
