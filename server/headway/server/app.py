@@ -5,8 +5,9 @@
 NOT_SERVING and its Watch streams end, as do reflection streams; change
 streams end with UNAVAILABLE (clients resume elsewhere); new mutations are
 answered UNAVAILABLE while accepted ones commit; the port closes with a grace
-period for calls still running; and only then the store closes. The server itself ends every stream that would otherwise stay open, so
-the grace period is spent only on calls that are really in flight.
+period for calls still running; and only then the store closes. The server
+itself ends every stream that would otherwise stay open, so the grace period
+is spent only on calls that are really in flight.
 """
 
 from __future__ import annotations
