@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/headway/v1/*.proto)
+# The buf CLI comes from npm (tools/package.json, pinned by tools/package-lock.json).
+BUF := tools/node_modules/.bin/buf
+TOOLS_STAMP := tools/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen gen-check lint typecheck unit test run clean
+.PHONY: help venv tools gen gen-check proto-lint lint typecheck unit test run clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,11 +25,21 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## Create the virtual environment from pinned dependencies.
 
-gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs) from protos/.
+$(TOOLS_STAMP): tools/package.json tools/package-lock.json
+	npm ci --prefix tools --no-audit --no-fund --loglevel=error
+	touch $@
+
+tools: $(TOOLS_STAMP) ## Install the pinned non-Python tools (buf) into tools/node_modules.
+
+gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs, descriptor set with comments) from protos/.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
 
-gen-check: $(STAMP) ## Fail if gen/ is not what `make gen` would produce.
+gen-check: $(STAMP) ## Fail if gen/ (modules and descriptor_set.binpb) is not what `make gen` would produce.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --check gen
+
+proto-lint: $(TOOLS_STAMP) ## buf lint (STANDARD rules, see buf.yaml) and buf format check on protos/.
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
 
 lint: $(STAMP) ## ruff lint and format check.
 	$(BIN)/ruff check .
@@ -38,7 +51,7 @@ typecheck: $(STAMP) ## mypy (strict) on server/ and client/.
 unit: $(STAMP) ## Only the fast, pure unit tests.
 	$(BIN)/pytest tests/unit -q
 
-test: lint typecheck gen-check ## Everything: lint, types, generated code, all tests.
+test: lint typecheck gen-check proto-lint ## Everything: lint, types, generated code, protos, all tests.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
 run: $(STAMP) ## Run the server on 0.0.0.0:50051 with SQLite in ./headway.db.
@@ -53,5 +66,5 @@ bench: $(STAMP) ## Benchmarks (<10 min): bench/RESULTS.md and bench/results.json
 bench-quick: $(STAMP) ## Benchmark smoke run (<2 min): fails if a figure is missing or insane.
 	$(PY) -m bench.run --profile quick
 
-clean: ## Remove the virtual environment and caches.
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+clean: ## Remove the virtual environment, tools and caches.
+	rm -rf $(VENV) tools/node_modules .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -4,6 +4,11 @@ Generation runs protoc from the pinned grpcio-tools with the mypy-protobuf
 plugins, so the output depends only on requirements.lock and the .proto files;
 `--check` regenerates into a scratch folder and compares byte for byte, which
 is what keeps the committed code honest.
+
+Besides the modules it writes `descriptor_set.binpb`: the protos as a
+FileDescriptorSet with their imports and their comments (source info). The
+generated `_pb2` modules drop comments, so server reflection serves this file
+to let `grpcurl describe` show the documentation.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PACKAGE = Path("headway") / "v1"
+DESCRIPTOR_SET = "descriptor_set.binpb"
 
 
 def generate(out: Path) -> None:
@@ -38,6 +44,9 @@ def generate(out: Path) -> None:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={target / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         *protos,
     ]
     if protoc.main(args) != 0:

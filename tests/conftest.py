@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from headway.client import HeadwayClient
-from headway.server.app import RunningServer, create_server
 from headway.server.config import Settings
+from tests.clock import FakeClock
+from tests.harness import QUIET, ServerHarness, StartClocked
 
 
 @pytest.fixture
@@ -22,50 +23,6 @@ def settings(tmp_path: Path) -> Settings:
         heartbeat_min=timedelta(milliseconds=50),
         shutdown_grace=timedelta(seconds=1),
     )
-
-
-class ServerHarness:
-    """Starts, stops and restarts a server on one database, as an operator would."""
-
-    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.running: RunningServer | None = None
-        self._clients: list[HeadwayClient] = []
-
-    @property
-    def target(self) -> str:
-        assert self.running is not None, "server is not running"
-        return f"127.0.0.1:{self.running.port}"
-
-    async def start(self) -> RunningServer:
-        if self.running is not None:
-            # Restart on the same port, so clients that resume reach it again.
-            self.settings = self.settings.model_copy(
-                update={"address": f"127.0.0.1:{self.running.port}"}
-            )
-        self.running = await create_server(self.settings, clock=self.clock)
-        return self.running
-
-    async def stop(self) -> None:
-        if self.running is not None:
-            await self.running.stop()
-
-    async def restart(self) -> RunningServer:
-        await self.stop()
-        return await self.start()
-
-    def client(self) -> HeadwayClient:
-        # A private subchannel pool makes each client behave like a separate process:
-        # it does not inherit the connection backoff of clients that saw a restart.
-        client = HeadwayClient(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
-        self._clients.append(client)
-        return client
-
-    async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
-        await self.stop()
 
 
 @pytest.fixture
@@ -98,3 +55,42 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return Settings(**base)  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The server's clock in the clocked fixtures; a module overrides it to start elsewhere."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def make_clocked(clock: FakeClock) -> AsyncIterator[StartClocked]:
+    """Starts servers on `clock` with the given settings; closes them all at teardown."""
+    started: list[ServerHarness] = []
+
+    async def start(settings: Settings) -> ServerHarness:
+        harness = ServerHarness(settings, clock=clock)
+        started.append(harness)
+        await harness.start()
+        return harness
+
+    try:
+        yield start
+    finally:
+        for harness in reversed(started):
+            await harness.close()
+
+
+@pytest.fixture
+def clocked_settings(make_settings: Callable[..., Settings]) -> Settings:
+    """What `clocked_harness` starts with: background checks only when a test runs them.
+
+    A module that needs other settings overrides this fixture.
+    """
+    return make_settings(**QUIET)
+
+
+@pytest.fixture
+async def clocked_harness(make_clocked: StartClocked, clocked_settings: Settings) -> ServerHarness:
+    """A running server whose clock is `clock`, moved only by the test."""
+    return await make_clocked(clocked_settings)

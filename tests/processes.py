@@ -17,13 +17,16 @@ _SERVING = re.compile(r"headway serving on port (\d+)")
 class ServerProcess:
     """`python -m headway.server` on a free port; stopped with SIGTERM like a real deployment."""
 
-    def __init__(self, database: Path, *args: str, address: str = "127.0.0.1:0") -> None:
+    def __init__(
+        self, database: Path, *args: str, address: str = "127.0.0.1:0", log: Path | None = None
+    ) -> None:
         self.database = database
         self.args = args
         self.address = address
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
-        self.log = database.with_suffix(".log")
+        # Give servers that share a database their own `log`, or they overwrite each other's.
+        self.log = log if log is not None else database.with_suffix(".log")
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         with self.log.open("w") as log:

@@ -12,7 +12,7 @@ import pytest
 
 from headway.client import HeadwayClient, LogLevel, TaskState, Tracker
 from tests.cli.conftest import HEADWAY, Stream, environment, headway
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def populate(harness: ServerHarness) -> None:

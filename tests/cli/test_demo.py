@@ -6,7 +6,7 @@ import re
 
 from headway.client import TaskState, task_filter
 from tests.cli.conftest import Terminal, headway
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 FAST = ("--speed", "100")
 

@@ -11,16 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
 
-from headway.server.config import Settings
 from tests.cli.conftest import Stream, Terminal, headway
-from tests.client.history import QUIET, check_liveness, clocked_server, run_once
+from tests.client.history import check_liveness, run_once
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 HISTORY = {"fetch": 40.0, "write": 30.0}
 
@@ -32,14 +30,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def server(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> AsyncIterator[ServerHarness]:
-    async with clocked_server(make_settings(**QUIET), clock) as harness:
-        client = harness.client()
-        for n in range(2):
-            await run_once(client, clock, f"past-{n}", "report", HISTORY)
-        yield harness
+async def server(clocked_harness: ServerHarness, clock: FakeClock) -> ServerHarness:
+    """The shared clocked server, with two past runs of "report" in its history."""
+    client = clocked_harness.client()
+    for n in range(2):
+        await run_once(client, clock, f"past-{n}", "report", HISTORY)
+    return clocked_harness
 
 
 def to_real_time(clock: FakeClock, *, minus: float = 0.0) -> None:

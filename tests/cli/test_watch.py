@@ -7,7 +7,7 @@ import re
 
 from headway.client import Tracker
 from tests.cli.conftest import Stream, Terminal
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def test_watch_draws_the_board_in_place_on_a_terminal(

@@ -17,7 +17,7 @@ import pytest
 
 from headway.server.app import RunningServer, create_server
 from headway.server.config import Settings
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 

@@ -1,4 +1,5 @@
-"""A server on a hand-moved clock, and the past runs that give its ETAs a history.
+"""Helpers for a server on a hand-moved clock (the `clocked_harness` fixture), and the past
+runs that give its ETAs a history.
 
 With the server's clock under the test's control, estimates are exact numbers:
 two earlier runs whose steps took 40 s and 30 s make the next run's ETA 70 s.
@@ -6,31 +7,10 @@ two earlier runs whose steps took 40 s and 30 s make the next run's ETA 70 s.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
-
 from headway.client import HeadwayClient
-from headway.server.config import Settings
 from headway.v1 import task_pb2
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
-
-QUIET = {
-    # The background checks run once at start only; a test runs them when it means to.
-    "liveness_interval": timedelta(hours=1),
-    "compaction_interval": timedelta(hours=1),
-}
-
-
-@asynccontextmanager
-async def clocked_server(settings: Settings, clock: FakeClock) -> AsyncIterator[ServerHarness]:
-    harness = ServerHarness(settings, clock=clock)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
+from tests.harness import ServerHarness
 
 
 async def check_liveness(harness: ServerHarness) -> None:

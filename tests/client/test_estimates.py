@@ -3,30 +3,14 @@ test moves: every number is exact."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headway.client import EstimateBasis, HeadwayClient, Task, TaskState
-from headway.server.config import Settings
-from tests.client.history import QUIET, check_liveness, clocked_server, run_once
+from tests.client.history import check_liveness, run_once
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def server(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> AsyncIterator[ServerHarness]:
-    async with clocked_server(make_settings(**QUIET), clock) as harness:
-        yield harness
+from tests.harness import ServerHarness
 
 
 def now(clock: FakeClock) -> datetime:
@@ -37,9 +21,9 @@ def now(clock: FakeClock) -> datetime:
 
 
 async def test_an_eta_from_history_reads_as_an_estimate(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     for n in range(2):
         await run_once(client, clock, f"past-{n}", "report", {"fetch": 40, "write": 30})
     task = Task.from_proto(
@@ -63,9 +47,9 @@ async def test_an_eta_from_history_reads_as_an_estimate(
 
 
 async def test_lease_stall_heartbeat_and_cancel_deadline(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client: HeadwayClient = server.client()
+    client: HeadwayClient = clocked_harness.client()
     created = Task.from_proto(
         await client.create_task("job", start=True, lease_duration=timedelta(seconds=10))
     )
@@ -74,7 +58,7 @@ async def test_lease_stall_heartbeat_and_cancel_deadline(
     assert created.last_report_time == now(clock)
 
     clock.advance(12)
-    await check_liveness(server)
+    await check_liveness(clocked_harness)
     stalled = Task.from_proto(await client.get_task("job"))
     assert stalled.stalled
     assert stalled.state is TaskState.RUNNING
@@ -96,7 +80,7 @@ async def test_lease_stall_heartbeat_and_cancel_deadline(
     assert not (await client.get_task("job")).stalled
 
     clock.advance(31)
-    await check_liveness(server)
+    await check_liveness(clocked_harness)
     forced = Task.from_proto(await client.get_task("job"))
     assert forced.state is TaskState.CANCELLED
     assert forced.cancel_request is not None

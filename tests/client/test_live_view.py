@@ -17,7 +17,7 @@ from headway.client import (
 from headway.client.events import Created, Deleted, Resync, ResyncReason
 from headway.client.models import Task
 from headway.v1 import event_pb2, task_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def test_the_view_follows_tasks_and_waits_until_one_rests(harness: ServerHarness) -> None:

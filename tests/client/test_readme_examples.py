@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from headway.cli.main import build_parser
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # An opening fence, its info string (any words), the body, the closing fence.

@@ -24,7 +24,7 @@ from headway.client import (
 from headway.client.retry import Backoff, call_with_retry
 from headway.client.tracker import AGENT_RETRY
 from tests.client.conftest import CallCounter, InterceptedHarness, LoseFirstAnswer
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 from tests.streams import Collector, changes, validate_ordered, validate_unique
 
 FAST_RETRY = replace(AGENT_RETRY, initial_backoff=0.01, max_backoff=0.05, deadline=10.0)

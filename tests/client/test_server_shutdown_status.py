@@ -15,7 +15,7 @@ import grpc
 
 from headway.client import HeadwayError
 from headway.v1 import task_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def test_a_mutation_racing_a_graceful_shutdown_is_never_cancelled(

@@ -32,7 +32,7 @@ from headway.client import (
 from headway.client.errors import HeadwayError, OutOfRangeError, ResourceExhaustedError
 from headway.server.config import Settings
 from headway.v1 import event_pb2, log_pb2, task_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 CHANGES = Created | Updated | Deleted | LogsAppended
 

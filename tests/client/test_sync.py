@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from headway.client import StepState, SyncTracker, TaskCancelled, TaskState
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def test_a_sync_agent_reports_a_task_to_success(harness: ServerHarness) -> None:

@@ -15,7 +15,7 @@ from headway.client import (
     TaskState,
     Tracker,
 )
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 
 async def test_a_task_with_steps_succeeds_with_everything_it_reported(

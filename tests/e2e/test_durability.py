@@ -8,7 +8,7 @@ from pathlib import Path
 
 from headway.client import HeadwayClient, HeadwayError, UnavailableError
 from headway.v1 import task_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 from tests.processes import ServerProcess
 from tests.streams import Collector, changes
 

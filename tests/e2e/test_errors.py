@@ -29,7 +29,7 @@ from headway.client import (
 )
 from headway.server.config import Limits, Settings
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 Call = Callable[[], Awaitable[object]]
 Mutation = Callable[[HeadwayClient, str, int], Awaitable[object]]

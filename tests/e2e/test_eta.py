@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -11,32 +11,15 @@ from headway.client import HeadwayClient
 from headway.server.config import Settings
 from headway.v1 import task_pb2, task_service_pb2
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
+from tests.harness import QUIET, ServerHarness
 
 RUNNING = task_pb2.STEP_STATE_RUNNING
 DONE = task_pb2.STEP_STATE_SUCCEEDED
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def server(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> AsyncIterator[ServerHarness]:
-    settings = make_settings(
-        liveness_interval=timedelta(hours=1),
-        compaction_interval=timedelta(hours=1),
-        lease_default=timedelta(hours=1),
-    )
-    harness = ServerHarness(settings, clock=clock)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
+def clocked_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(**QUIET, lease_default=timedelta(hours=1))
 
 
 def remaining(estimate: task_pb2.Estimate, clock: FakeClock) -> float:
@@ -60,8 +43,8 @@ async def run_once(
     await client.succeed_task(task_id)
 
 
-async def test_no_evidence_means_no_eta(server: ServerHarness, clock: FakeClock) -> None:
-    client = server.client()
+async def test_no_evidence_means_no_eta(clocked_harness: ServerHarness, clock: FakeClock) -> None:
+    client = clocked_harness.client()
     task = await client.create_task("fresh", kind="new-kind", steps=["a"], start=True)
     clock.advance(5)
     task = await client.update_step("fresh", "a", state=RUNNING)
@@ -70,8 +53,8 @@ async def test_no_evidence_means_no_eta(server: ServerHarness, clock: FakeClock)
     assert not task.steps[0].eta.HasField("finish_time")
 
 
-async def test_eta_from_the_observed_rate(server: ServerHarness, clock: FakeClock) -> None:
-    client = server.client()
+async def test_eta_from_the_observed_rate(clocked_harness: ServerHarness, clock: FakeClock) -> None:
+    client = clocked_harness.client()
     await client.create_task("r", steps=["a"], start=True)
     for i in range(1, 4):
         clock.advance(10)
@@ -84,9 +67,9 @@ async def test_eta_from_the_observed_rate(server: ServerHarness, clock: FakeCloc
 
 
 async def test_a_pause_moves_the_rate_eta_only_by_its_share(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     await client.create_task("p", steps=["a"], start=True)
     for i in range(1, 7):
         clock.advance(10)
@@ -100,9 +83,9 @@ async def test_a_pause_moves_the_rate_eta_only_by_its_share(
 
 
 async def test_eta_from_the_agents_expected_duration(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     spec = task_service_pb2.StepSpec(key="a")
     spec.expected_duration.FromTimedelta(timedelta(seconds=100))
     await client.create_task("x", steps=[spec], start=True)
@@ -114,9 +97,9 @@ async def test_eta_from_the_agents_expected_duration(
 
 
 async def test_eta_from_history_then_combined_with_the_rate(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     for n in range(3):
         await run_once(client, clock, f"past-{n}", {"fetch": 100, "write": 50})
 
@@ -140,13 +123,13 @@ async def test_eta_from_history_then_combined_with_the_rate(
 
 
 async def test_history_spread_gives_a_range_and_survives_restart(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     for n, seconds in enumerate([80, 100, 120, 90, 110]):
         await run_once(client, clock, f"past-{n}", {"only": seconds})
-    await server.restart()
-    client = server.client()
+    await clocked_harness.restart()
+    client = clocked_harness.client()
     await client.create_task("after", kind="report", steps=["only"], start=True)
     task = await client.update_step("after", "only", state=RUNNING)
     assert task.eta.basis == task_pb2.ESTIMATE_BASIS_HISTORY
@@ -158,9 +141,9 @@ async def test_history_spread_gives_a_range_and_survives_restart(
 
 
 async def test_task_without_steps_uses_task_level_progress(
-    server: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = server.client()
+    client = clocked_harness.client()
     await client.create_task("flat", start=True)
     for i in range(1, 4):
         clock.advance(20)
@@ -169,8 +152,10 @@ async def test_task_without_steps_uses_task_level_progress(
     assert remaining(task.eta, clock) == pytest.approx(140, abs=0.01)
 
 
-async def test_a_task_at_rest_carries_no_eta(server: ServerHarness, clock: FakeClock) -> None:
-    client = server.client()
+async def test_a_task_at_rest_carries_no_eta(
+    clocked_harness: ServerHarness, clock: FakeClock
+) -> None:
+    client = clocked_harness.client()
     await client.create_task("done", steps=["a"], start=True)
     for i in range(1, 4):
         clock.advance(10)

@@ -18,7 +18,7 @@ from headway.client import (
     task_filter,
 )
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 RUNNING = task_pb2.TASK_STATE_RUNNING
 PENDING = task_pb2.TASK_STATE_PENDING

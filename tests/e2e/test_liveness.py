@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 
 import grpc
@@ -13,33 +13,15 @@ from headway.client import HeadwayClient
 from headway.server.config import Settings
 from headway.v1 import task_pb2, task_service_pb2
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
+from tests.harness import QUIET, ServerHarness
 from tests.streams import Collector, kind
 
 LEASE = timedelta(seconds=10)
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def live(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> AsyncIterator[ServerHarness]:
-    # Background checks run once at start only; each test runs them when it means to.
-    settings = make_settings(
-        liveness_interval=timedelta(hours=1),
-        compaction_interval=timedelta(hours=1),
-        agent_lost_after=timedelta(minutes=5),
-    )
-    harness = ServerHarness(settings, clock=clock)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
+def clocked_settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings(**QUIET, agent_lost_after=timedelta(minutes=5))
 
 
 async def check(harness: ServerHarness) -> None:
@@ -55,38 +37,38 @@ async def running_task(client: HeadwayClient, task_id: str = "job") -> task_pb2.
     return (await client.stub.CreateTask(request)).task
 
 
-async def test_lease_is_set_at_creation_and_clamped(live: ServerHarness) -> None:
-    client = live.client()
+async def test_lease_is_set_at_creation_and_clamped(clocked_harness: ServerHarness) -> None:
+    client = clocked_harness.client()
     task = await running_task(client)
     assert task.lease_duration.ToTimedelta() == LEASE
     assert not task.stalled
     default = await client.create_task("default-lease")
-    assert default.lease_duration.ToTimedelta() == live.settings.lease_default
+    assert default.lease_duration.ToTimedelta() == clocked_harness.settings.lease_default
     request = task_service_pb2.CreateTaskRequest(task_id="huge")
     request.lease_duration.FromTimedelta(timedelta(days=30))
     huge = (await client.stub.CreateTask(request)).task
-    assert huge.lease_duration.ToTimedelta() == live.settings.lease_max
+    assert huge.lease_duration.ToTimedelta() == clocked_harness.settings.lease_max
 
 
 async def test_silent_agent_is_stalled_and_its_next_report_clears_it(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     created = await running_task(client)
     watcher = Collector().start(client, start_revision=created.revision)
 
     clock.advance(5)
-    await check(live)
+    await check(clocked_harness)
     assert not (await client.get_task("job")).stalled  # within the lease
 
     clock.advance(6)
-    await check(live)
+    await check(clocked_harness)
     stalled = await client.get_task("job")
     assert stalled.stalled
     assert stalled.state == task_pb2.TASK_STATE_RUNNING
     assert stalled.revision == created.revision + 1
     assert stalled.last_report_time == created.create_time
-    await check(live)
+    await check(clocked_harness)
     assert (await client.get_task("job")).revision == stalled.revision  # flagged once
 
     report = await client.update_step("job", "s", progress=task_pb2.Progress(fraction=0.2))
@@ -99,16 +81,16 @@ async def test_silent_agent_is_stalled_and_its_next_report_clears_it(
 
 
 async def test_heartbeat_renews_the_lease_without_a_change(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     created = await running_task(client)
     for _ in range(3):
         clock.advance(8)
         beat = await client.stub.Heartbeat(task_service_pb2.HeartbeatRequest(task_id="job"))
         assert beat.revision == created.revision
         assert beat.lease_expire_time.ToNanoseconds() == clock.now_ns + int(10e9)
-        await check(live)
+        await check(clocked_harness)
     task = await client.get_task("job")
     assert not task.stalled
     assert task.revision == created.revision
@@ -116,43 +98,43 @@ async def test_heartbeat_renews_the_lease_without_a_change(
 
 
 async def test_heartbeat_of_a_stalled_task_clears_it_with_a_revision(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     created = await running_task(client)
     clock.advance(11)
-    await check(live)
+    await check(clocked_harness)
     beat = await client.stub.Heartbeat(task_service_pb2.HeartbeatRequest(task_id="job"))
     assert beat.revision == created.revision + 2
     assert not (await client.get_task("job")).stalled
 
 
 async def test_logs_renew_the_lease_and_recover_a_stalled_task(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     await running_task(client)
     clock.advance(11)
-    await check(live)
+    await check(clocked_harness)
     assert (await client.get_task("job")).stalled
     clock.advance(1)
     await client.append_logs("job", ["still here"])
-    await check(live)
+    await check(clocked_harness)
     recovered = await client.get_task("job")
     assert not recovered.stalled
     assert recovered.last_report_time.ToNanoseconds() == clock.now_ns
 
 
-async def test_lost_agent_fails_the_task(live: ServerHarness, clock: FakeClock) -> None:
-    client = live.client()
+async def test_lost_agent_fails_the_task(clocked_harness: ServerHarness, clock: FakeClock) -> None:
+    client = clocked_harness.client()
     await running_task(client)
     clock.advance(11)
-    await check(live)
+    await check(clocked_harness)
     clock.advance(4 * 60)
-    await check(live)
+    await check(clocked_harness)
     assert (await client.get_task("job")).state == task_pb2.TASK_STATE_RUNNING
     clock.advance(2 * 60)
-    await check(live)
+    await check(clocked_harness)
     lost = await client.get_task("job")
     assert lost.state == task_pb2.TASK_STATE_FAILED
     assert lost.error.code == "AGENT_LOST"
@@ -164,9 +146,9 @@ async def test_lost_agent_fails_the_task(live: ServerHarness, clock: FakeClock) 
 
 
 async def test_unconfirmed_cancel_is_forced_after_its_deadline(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     await running_task(client)
     request = task_service_pb2.CancelTaskRequest(task_id="job", reason="enough")
     request.deadline.FromTimedelta(timedelta(seconds=30))
@@ -176,10 +158,10 @@ async def test_unconfirmed_cancel_is_forced_after_its_deadline(
     for _ in range(3):
         clock.advance(9)
         await client.update_step("job", "s", message="ignoring it")
-        await check(live)
+        await check(clocked_harness)
     assert (await client.get_task("job")).state == task_pb2.TASK_STATE_RUNNING
     clock.advance(4)
-    await check(live)
+    await check(clocked_harness)
     forced = await client.get_task("job")
     assert forced.state == task_pb2.TASK_STATE_CANCELLED
     assert forced.cancel_request.forced
@@ -187,13 +169,15 @@ async def test_unconfirmed_cancel_is_forced_after_its_deadline(
     assert "did not confirm within 30s" in forced.message
 
 
-async def test_lapsed_lease_is_handled_at_restart(live: ServerHarness, clock: FakeClock) -> None:
-    client = live.client()
+async def test_lapsed_lease_is_handled_at_restart(
+    clocked_harness: ServerHarness, clock: FakeClock
+) -> None:
+    client = clocked_harness.client()
     await running_task(client)
-    await live.stop()
+    await clocked_harness.stop()
     clock.advance(60)  # the lease ran out while the server was down
-    await live.start()
-    client = live.client()
+    await clocked_harness.start()
+    client = clocked_harness.client()
     for _ in range(100):  # the start-up check runs at once, not one interval later
         if (await client.get_task("job")).stalled:
             break
@@ -202,13 +186,13 @@ async def test_lapsed_lease_is_handled_at_restart(live: ServerHarness, clock: Fa
 
 
 async def test_agent_reports_renew_the_lease_across_a_restart(
-    live: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
-    client = live.client()
+    client = clocked_harness.client()
     await running_task(client)
     clock.advance(8)
     await client.stub.Heartbeat(task_service_pb2.HeartbeatRequest(task_id="job"))
-    await live.restart()
+    await clocked_harness.restart()
     clock.advance(8)  # 16 s after creation, 8 s after the heartbeat: still leased
-    await check(live)
-    assert not (await live.client().get_task("job")).stalled
+    await check(clocked_harness)
+    assert not (await clocked_harness.client().get_task("job")).stalled

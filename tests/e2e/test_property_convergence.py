@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from headway.client import HeadwayClient, HeadwayError, task_filter
 from headway.server.config import Settings
 from headway.v1 import log_pb2, task_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 from tests.streams import Collector, rebuild, validate_ordered, validate_unique
 
 TASK_IDS = [f"t{i}" for i in range(4)]

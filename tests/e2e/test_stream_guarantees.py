@@ -15,7 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 from headway.client import HeadwayClient, OutOfRangeError, UnavailableError, task_filter
 from headway.server.config import Settings
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 from tests.streams import (
     Collector,
     changes,

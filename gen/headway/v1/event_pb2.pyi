@@ -205,7 +205,11 @@ class Event(_message.Message):
 
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
-        """When the change was committed. Unset for control events."""
+        """When the change was committed. Set for `created`, `updated`, `deleted`
+        and `logs_appended`. Unset for `snapshot` events, which describe a task's
+        current state rather than one commit (the task's own `update_time` says
+        when it last changed), and for control events.
+        """
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from headway.server.app import create_server
 from headway.server.config import Settings
+from headway.server.store.lock import DatabaseInUseError
 
 
 async def serve(settings: Settings) -> None:
@@ -24,11 +25,23 @@ async def serve(settings: Settings) -> None:
     await running.stop()
 
 
+def describe(error: ValidationError) -> str:
+    """One line per refused setting, named as the operator set it (flag or variable)."""
+    lines = []
+    for problem in error.errors():
+        path = [str(part) for part in problem["loc"]]
+        flag = "--" + ".".join(part.replace("_", "-") for part in path)
+        variable = "HEADWAY_" + "__".join(path).upper()
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"  {flag} ({variable}): {message}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     try:
         settings = Settings(_cli_parse_args=True)
     except ValidationError as error:
-        print(f"headway-server: invalid settings:\n{error}", file=sys.stderr)
+        print(f"headway-server: invalid settings:\n{describe(error)}", file=sys.stderr)
         raise SystemExit(2) from error
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -37,9 +50,15 @@ def main() -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(settings))
+        run = asyncio.run
     else:
-        uvloop.run(serve(settings))
+        run = uvloop.run
+    try:
+        run(serve(settings))
+    except DatabaseInUseError as error:
+        # Another server owns the database: say who, and do not start a second writer.
+        print(f"headway-server: {error}", file=sys.stderr)
+        raise SystemExit(1) from error
 
 
 if __name__ == "__main__":

@@ -2,10 +2,12 @@
 
 `create_server` binds and starts everything and returns a handle whose
 `stop()` shuts down in the order clients can cope with: health turns
-NOT_SERVING, streams end with UNAVAILABLE (clients resume elsewhere), new
-mutations are answered UNAVAILABLE while accepted ones commit, the port
-closes with a grace period for calls still running, and only then the store
-closes.
+NOT_SERVING and its Watch streams end, as do reflection streams; change
+streams end with UNAVAILABLE (clients resume elsewhere); new mutations are
+answered UNAVAILABLE while accepted ones commit; the port closes with a grace
+period for calls still running; and only then the store closes. The server
+itself ends every stream that would otherwise stay open, so the grace period
+is spent only on calls that are really in flight.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 
 from headway.server import reflection
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
+from headway.server.health import HealthServicer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.service import SERVICE_NAME, TaskService, handlers
@@ -41,6 +43,7 @@ class RunningServer:
     janitor: Janitor
     hub: Hub
     health: HealthServicer
+    reflection: reflection.ReflectionServicer
     settings: Settings
     stopped: bool = False
 
@@ -52,6 +55,7 @@ class RunningServer:
         if grace is None:
             grace = self.settings.shutdown_grace.total_seconds()
         await self.health.enter_graceful_shutdown()
+        self.reflection.close()
         self.hub.close(
             HeadwayError(
                 Kind.UNAVAILABLE,
@@ -77,6 +81,9 @@ async def create_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
+
+    Raises `DatabaseInUseError` (headway.server.store.lock) when another server
+    holds `settings.database`, before anything is bound or written.
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
     time and inject faults around real handlers.
@@ -105,7 +112,7 @@ async def create_server(
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable(
+    reflection_servicer = reflection.enable(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server
     )
 
@@ -119,4 +126,6 @@ async def create_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("headway serving on port %d (database %s)", port, settings.database)
-    return RunningServer(server, port, engine, janitor, hub, health_servicer, settings)
+    return RunningServer(
+        server, port, engine, janitor, hub, health_servicer, reflection_servicer, settings
+    )

@@ -6,12 +6,61 @@ place what a client may send and how much the server will hold.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_UNIT_SECONDS = {
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_SECONDS = re.compile(rf"[+-]?{_NUMBER}")
+_TERM = re.compile(rf"({_NUMBER})\s*(us|µs|ms|min|s|m|h|d)")
+_TERMS = re.compile(rf"(?:{_TERM.pattern}\s*)+")
+DURATION_FORMS = "seconds (30, 1.5), units (500ms, 30s, 5m, 2h, 7d, 1h30m) or ISO 8601 (PT30S)"
+
+
+def parse_duration(value: object) -> object:
+    """Turn the duration forms an operator types into a timedelta.
+
+    pydantic alone takes only ISO 8601 from a string, yet flags and environment
+    variables are strings, and `--lease-default 30` is what people write. Plain
+    numbers are seconds; a number with a unit, or several (`1h30m`), adds up;
+    an ISO 8601 string, a timedelta or a number is left for pydantic. Anything
+    else is refused with the forms that are accepted.
+    """
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.upper().startswith(("P", "-P", "+P")):
+        return text
+    if _SECONDS.fullmatch(text):
+        return timedelta(seconds=float(text))
+    if _TERMS.fullmatch(text):
+        return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in _TERM.findall(text)))
+    raise ValueError(f"invalid duration {value!r}: use {DURATION_FORMS}")
+
+
+def _not_negative(value: timedelta) -> timedelta:
+    """No setting means anything with a negative duration; refuse it rather than guess."""
+    if value < timedelta(0):
+        raise ValueError(f"a duration may not be negative, got {value.total_seconds():g} s")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_not_negative)]
+"""A setting's duration: seconds, numbers with units or ISO 8601 (see `parse_duration`)."""
 
 
 class Limits(BaseModel):
@@ -66,42 +115,42 @@ class Settings(BaseSettings):
     history_retention_events: int = Field(
         1_000_000, ge=1, description="Change events kept for resuming; older ones are compacted."
     )
-    history_retention: timedelta = Field(
+    history_retention: Duration = Field(
         timedelta(days=7), description="How long change events are kept for resuming."
     )
-    task_retention: timedelta = Field(
+    task_retention: Duration = Field(
         timedelta(days=7), description="How long a task at rest is kept before it is deleted."
     )
     janitor_batch: int = Field(
         1000, ge=1, description="Tasks deleted or events compacted per housekeeping step."
     )
-    lease_default: timedelta = Field(
+    lease_default: Duration = Field(
         timedelta(seconds=60), description="An agent's lease when the task does not set one."
     )
-    lease_min: timedelta = Field(timedelta(seconds=1), description="Shortest lease allowed.")
-    lease_max: timedelta = Field(timedelta(hours=24), description="Longest lease allowed.")
-    agent_lost_after: timedelta = Field(
+    lease_min: Duration = Field(timedelta(seconds=1), description="Shortest lease allowed.")
+    lease_max: Duration = Field(timedelta(hours=24), description="Longest lease allowed.")
+    agent_lost_after: Duration = Field(
         timedelta(minutes=15),
         description="How long a task may stay stalled before it is failed as AGENT_LOST.",
     )
-    cancel_deadline_default: timedelta = Field(
+    cancel_deadline_default: Duration = Field(
         timedelta(seconds=60),
         description="How long an agent has to confirm a cancel request, by default.",
     )
-    cancel_deadline_max: timedelta = Field(
+    cancel_deadline_max: Duration = Field(
         timedelta(hours=1), description="Longest cancel deadline a viewer may ask for."
     )
-    liveness_interval: timedelta = Field(
+    liveness_interval: Duration = Field(
         timedelta(seconds=1), description="How often leases and cancel deadlines are checked."
     )
-    eta_smoothing: timedelta = Field(
+    eta_smoothing: Duration = Field(
         timedelta(seconds=120),
         description="Time constant of the progress-rate average behind rate-based ETAs.",
     )
-    compaction_interval: timedelta = Field(
+    compaction_interval: Duration = Field(
         timedelta(seconds=30), description="How often history is checked for compaction."
     )
-    idempotency_window: timedelta = Field(
+    idempotency_window: Duration = Field(
         timedelta(hours=1), description="How long a request_id is remembered."
     )
     idempotency_max_records: int = Field(
@@ -111,29 +160,29 @@ class Settings(BaseSettings):
         4096, ge=1, description="Events queued for one subscriber before it is ended as too slow."
     )
     max_subscribers: int = Field(10_000, ge=1, description="Concurrent Subscribe streams.")
-    fanout_linger_per_subscriber: timedelta = Field(
+    fanout_linger_per_subscriber: Duration = Field(
         timedelta(microseconds=20),
         description="How long a change waits, per live subscriber, to share a write with others.",
     )
-    fanout_linger_max: timedelta = Field(
+    fanout_linger_max: Duration = Field(
         timedelta(milliseconds=10), description="The longest a change waits to share a write."
     )
-    heartbeat_default: timedelta = Field(
+    heartbeat_default: Duration = Field(
         timedelta(seconds=30), description="Heartbeat interval when a subscriber asks for none."
     )
-    heartbeat_min: timedelta = Field(
+    heartbeat_min: Duration = Field(
         timedelta(seconds=1), description="Shortest heartbeat interval a subscriber may ask for."
     )
-    heartbeat_max: timedelta = Field(
+    heartbeat_max: Duration = Field(
         timedelta(minutes=5), description="Longest heartbeat interval a subscriber may ask for."
     )
     max_batch_mutations: int = Field(
         1024, ge=1, description="Mutations committed together in one transaction at most."
     )
-    shutdown_grace: timedelta = Field(
+    shutdown_grace: Duration = Field(
         timedelta(seconds=5), description="How long in-flight calls may finish at shutdown."
     )
-    shutdown_drain: timedelta = Field(
+    shutdown_drain: Duration = Field(
         timedelta(milliseconds=100),
         description="How long new mutations are answered UNAVAILABLE before the port closes.",
     )

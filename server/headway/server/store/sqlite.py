@@ -29,6 +29,7 @@ from headway.server.store.base import (
     RequestRecord,
     StorageUnavailableError,
 )
+from headway.server.store.lock import DatabaseLock
 
 T = TypeVar("T")
 
@@ -110,6 +111,7 @@ class SqliteStore:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._lock = DatabaseLock(path)
 
     def _connect(self) -> sqlite3.Connection:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -143,6 +145,19 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._reader_pool, run)
 
     async def open(self, *, requests_since_ns: int, max_requests: int) -> LoadedState:
+        """Lock the database for this process, then load what the engine keeps in memory.
+
+        Raises DatabaseInUseError, before touching the database, if another
+        server holds it.
+        """
+        self._lock.acquire()
+        try:
+            return await self._on_writer_thread(self._load(requests_since_ns, max_requests))
+        except BaseException:
+            await self.close()
+            raise
+
+    def _load(self, requests_since_ns: int, max_requests: int) -> Callable[[], LoadedState]:
         def load() -> LoadedState:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
@@ -176,7 +191,7 @@ class SqliteStore:
                 durations=durations,
             )
 
-        return await self._on_writer_thread(load)
+        return load
 
     async def commit(self, batch: CommitBatch) -> None:
         try:
@@ -303,6 +318,7 @@ class SqliteStore:
             for connection in self._readers:
                 connection.close()
             self._readers.clear()
+        self._lock.release()
 
 
 @contextlib.contextmanager
