@@ -9,7 +9,7 @@ engine tests prove nothing a real backend would not do.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from headway.server.store.base import (
     EventRecord,
     HistoryCompactedError,
     LeaseRow,
+    LoadedState,
     LogQuery,
     LogRecord,
     RequestRecord,
@@ -31,34 +32,50 @@ from headway.server.store.base import (
 from headway.server.store.sqlite import SqliteStore
 from tests.memory_store import MemoryStore
 
-Opener = Callable[[], Awaitable[Store]]
 BACKENDS = ["sqlite", "memory"]
 
 
+class Backend:
+    """Opens one backend on the same data again and again, as server restarts do."""
+
+    def __init__(self, kind: str, path: Path) -> None:
+        self._kind = kind
+        self._path = path
+        self._memory = MemoryStore()
+        self.store: Store | None = None
+
+    async def reopen(
+        self, *, requests_since_ns: int = 0, max_requests: int = 1000
+    ) -> tuple[Store, LoadedState]:
+        """Close the open store (if any) and open a new one: what a restart would load."""
+        await self.close()
+        store: Store = SqliteStore(self._path) if self._kind == "sqlite" else self._memory
+        loaded = await store.open(requests_since_ns=requests_since_ns, max_requests=max_requests)
+        self.store = store
+        return store, loaded
+
+    async def close(self) -> None:
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+
 @pytest.fixture(params=BACKENDS)
-async def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
-    """Opens the backend on the same data each time it is called, closing the previous one."""
-    opened: list[Store] = []
-    memory = MemoryStore()
-
-    async def open_store() -> Store:
-        if opened:
-            await opened[-1].close()
-        store: Store = (
-            SqliteStore(tmp_path / "contract.db") if request.param == "sqlite" else memory
-        )
-        await store.open(requests_since_ns=0, max_requests=1000)
-        opened.append(store)
-        return store
-
-    yield open_store
-    if opened:
-        await opened[-1].close()
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = Backend(request.param, tmp_path / "contract.db")
+    yield backend
+    await backend.close()
 
 
 @pytest.fixture
-async def store(reopen: Opener) -> Store:
-    return await reopen()
+async def store(backend: Backend) -> Store:
+    store, _ = await backend.reopen()
+    return store
+
+
+async def reload(backend: Backend, **options: int) -> tuple[Store, LoadedState]:
+    """Reopen the backend (a restart) and return the new store and what it loaded."""
+    return await backend.reopen(**options)
 
 
 def event(revision: int, tenant: str = "acme", task_id: str = "t1", **kw: object) -> EventRecord:
@@ -100,15 +117,15 @@ async def commit_events(store: Store, first: int, last: int, **kw: object) -> No
     await store.commit(batch)
 
 
-async def test_a_new_store_is_empty(store: Store) -> None:
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+async def test_a_new_store_is_empty(backend: Backend) -> None:
+    store, loaded = await reload(backend)
     assert (loaded.head, loaded.compacted) == (0, 0)
     assert (list(loaded.tasks), list(loaded.requests), list(loaded.durations)) == ([], [], [])
     assert await store.read_events("acme", 0, 100, 100) == []
 
 
-async def test_committed_state_survives_a_reopen(reopen: Opener) -> None:
-    store = await reopen()
+async def test_committed_state_survives_a_reopen(backend: Backend) -> None:
+    store, _ = await reload(backend)
     await store.commit(
         CommitBatch(
             head=2,
@@ -118,8 +135,7 @@ async def test_committed_state_survives_a_reopen(reopen: Opener) -> None:
             durations=[DurationRecord("acme", "kind", "", 7, 1.5)],
         )
     )
-    store = await reopen()
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert loaded.head == 2
     assert list(loaded.tasks) == [(b"task t1@1", 111), (b"task t2@2", 0)], "in creation order"
     assert list(loaded.requests) == [request_record("r1", 1, 5_000)]
@@ -127,7 +143,7 @@ async def test_committed_state_survives_a_reopen(reopen: Opener) -> None:
     assert [e.revision for e in await store.read_events("acme", 0, 2, 10)] == [1, 2]
 
 
-async def test_a_failed_batch_stores_nothing_of_itself(store: Store) -> None:
+async def test_a_failed_batch_stores_nothing_of_itself(backend: Backend, store: Store) -> None:
     await commit_events(store, 1, 1)
     poisoned = CommitBatch(
         head=3,
@@ -138,7 +154,7 @@ async def test_a_failed_batch_stores_nothing_of_itself(store: Store) -> None:
     with pytest.raises(Exception) as raised:  # noqa: PT011 - any error but "unavailable"
         await store.commit(poisoned)
     assert not isinstance(raised.value, StorageUnavailableError), "the batch's own fault"
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert loaded.head == 1
     assert list(loaded.tasks) == []
     assert list(loaded.requests) == []
@@ -171,8 +187,8 @@ async def test_history_is_in_order_per_tenant_within_bounds(store: Store) -> Non
     assert await store.read_event(99) is None
 
 
-async def test_reading_below_the_compacted_revision_is_refused(reopen: Opener) -> None:
-    store = await reopen()
+async def test_reading_below_the_compacted_revision_is_refused(backend: Backend) -> None:
+    store, _ = await reload(backend)
     await commit_events(store, 1, 10)
     await store.compact(4)
     with pytest.raises(HistoryCompactedError) as raised:
@@ -183,15 +199,14 @@ async def test_reading_below_the_compacted_revision_is_refused(reopen: Opener) -
     assert [e.revision for e in await store.read_events("acme", 4, 10, 100)] == list(range(5, 11))
     assert await store.read_event(4) is None
     assert await store.read_event(5) == event(5)
-    store = await reopen()
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert loaded.compacted == 4, "the compacted mark is durable"
     await store.compact(2)
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert loaded.compacted == 4, "it never moves back"
 
 
-async def test_leases_deletes_and_logs(store: Store) -> None:
+async def test_leases_deletes_and_logs(backend: Backend, store: Store) -> None:
     await store.commit(
         CommitBatch(
             head=2,
@@ -203,13 +218,13 @@ async def test_leases_deletes_and_logs(store: Store) -> None:
     await store.commit(
         CommitBatch(head=2, leases=[LeaseRow("acme", "t1", 999), LeaseRow("acme", "gone", 5)])
     )
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert dict((data, lease) for data, lease in loaded.tasks)[b"task t1@1"] == 999
     assert len(loaded.tasks) == 2, "a lease for a task that does not exist adds nothing"
     await store.commit(
         CommitBatch(head=3, deletes=[("acme", "t2")], events=[event(3, "acme", "t2")])
     )
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert [data for data, _ in loaded.tasks] == [b"task t1@1"]
     query = LogQuery("acme", "t2", 0, "", "", None, None, None, 10)
     assert await store.list_logs(query) == [], "a deleted task's logs go with it"
@@ -250,7 +265,7 @@ async def test_log_queries(store: Store) -> None:
     assert await query(tenant="globex", task_id="t1") == [b"log 3.0"]
 
 
-async def test_pruning_requests_and_durations(store: Store) -> None:
+async def test_pruning_requests_and_durations(backend: Backend, store: Store) -> None:
     await store.commit(
         CommitBatch(
             head=1,
@@ -264,7 +279,7 @@ async def test_pruning_requests_and_durations(store: Store) -> None:
     )
     await store.prune_requests(200)
     await store.prune_durations(2)
-    loaded = await store.open(requests_since_ns=0, max_requests=10)
+    store, loaded = await reload(backend)
     assert [r.request_id for r in loaded.requests] == ["new"]
     assert sorted((d.step_key, d.finish_ns) for d in loaded.durations) == [
         ("other", 9),
@@ -273,10 +288,12 @@ async def test_pruning_requests_and_durations(store: Store) -> None:
     ]
 
 
-async def test_requests_loaded_at_open_respect_time_and_count(store: Store) -> None:
+async def test_requests_loaded_at_open_respect_time_and_count(
+    backend: Backend, store: Store
+) -> None:
     records = [request_record(f"r{i}", 1, 100 * i) for i in range(1, 6)]
     await store.commit(CommitBatch(head=1, events=[event(1)], requests=records))
-    loaded = await store.open(requests_since_ns=200, max_requests=3)
+    store, loaded = await reload(backend, requests_since_ns=200, max_requests=3)
     assert [r.request_id for r in loaded.requests] == ["r3", "r4", "r5"], "newest, oldest first"
 
 

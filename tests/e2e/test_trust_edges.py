@@ -7,17 +7,14 @@ fails on a server without the fix it names.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import grpc
-import pytest
 
 from headway.client import HeadwayClient
-from headway.server.config import Settings
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 from tests.clock import FakeClock
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 from tests.streams import Collector, kind
 
 DETAIL = "x" * 16_000  # within the per-value limit of an error detail
@@ -97,29 +94,10 @@ async def test_list_pages_are_bounded_in_bytes(client: HeadwayClient) -> None:
     assert pages >= 2, "3 MB of tasks do not fit one page"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def clocked(
-    make_settings: Callable[..., Settings], clock: FakeClock
-) -> AsyncIterator[ServerHarness]:
-    settings = make_settings(
-        liveness_interval=timedelta(hours=1), compaction_interval=timedelta(hours=1)
-    )
-    harness = ServerHarness(settings, clock=clock)
-    await harness.start()
-    try:
-        yield harness
-    finally:
-        await harness.close()
-
-
 async def test_a_lease_renewed_by_logs_survives_a_restart(
-    clocked: ServerHarness, clock: FakeClock
+    clocked_harness: ServerHarness, clock: FakeClock
 ) -> None:
+    clocked = clocked_harness
     client = clocked.client()
     request = task_service_pb2.CreateTaskRequest(task_id="logger", start=True)
     request.lease_duration.FromTimedelta(timedelta(seconds=60))
