@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 TOOLS_STAMP := tools/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools gen gen-check proto-lint lint typecheck unit test run clean
+.PHONY: help venv tools gen gen-check proto-lint lint typecheck unit test run fuzz clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ unit: $(STAMP) ## Only the fast, pure unit tests.
 
 test: lint typecheck gen-check proto-lint ## Everything: lint, types, generated code, protos, all tests.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
+
+# HEADWAY_FUZZ_EXAMPLES=n sets the size (default 5000), HEADWAY_FUZZ_SEED=n the seed.
+fuzz: $(STAMP) ## Long fuzz run of every RPC; summary printed and in fuzz-report.txt.
+	HEADWAY_FUZZ_EXAMPLES=$${HEADWAY_FUZZ_EXAMPLES:-5000} HEADWAY_FUZZ_REPORT=fuzz-report.txt \
+		$(BIN)/pytest tests/fuzz -q -p no:randomly --timeout=0 -o addopts="" ; status=$$?; \
+		cat fuzz-report.txt; exit $$status
 
 run: $(STAMP) ## Run the server on 0.0.0.0:50051 with SQLite in ./headway.db.
 	$(PY) -m headway.server

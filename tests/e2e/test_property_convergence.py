@@ -3,20 +3,34 @@
 Whatever the interleaving, the state each subscriber rebuilds from its stream
 equals what GetTask and ListTasks return at the end: the stream is a faithful
 log of the authoritative state.
+
+Random operations are often invalid in the state their task happens to be in;
+the server refuses those (NOT_FOUND, ALREADY_EXISTS, FAILED_PRECONDITION) and
+they change nothing. Any other error fails the test. So that the property does
+not hold vacuously (every operation refused, nothing to converge on), the
+outcomes are counted across the run: a real share of operations must succeed,
+and every kind of operation must succeed at least once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from headway.client import HeadwayClient, HeadwayError, task_filter
+from headway.client import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    HeadwayClient,
+    NotFoundError,
+    task_filter,
+)
 from headway.server.config import Settings
 from headway.v1 import log_pb2, task_pb2
 from tests.harness import ServerHarness
@@ -24,6 +38,26 @@ from tests.streams import Collector, rebuild, validate_ordered, validate_unique
 
 TASK_IDS = [f"t{i}" for i in range(4)]
 STEP_KEYS = ["a", "b", "c"]
+# Across the run, at least this share of the random operations must succeed,
+# and every kind of operation at least once. About a quarter typically do: the
+# four tasks soon come to rest, after which most operations are refused.
+MIN_SUCCESS_SHARE = 0.15
+# Restarting is valid only on a running or failed step of a live task, a state the
+# random interleavings reach rarely (some runs never do), so it is not required.
+RARELY_VALID = {"restart"}
+# The refusals an operation may meet when it does not fit its task's current state.
+REFUSED = (NotFoundError, AlreadyExistsError, FailedPreconditionError)
+
+
+@dataclass
+class Tally:
+    """Outcomes of the random operations, by operation name, across every example."""
+
+    succeeded: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+
+    def total(self) -> int:
+        return sum(self.succeeded.values()) + sum(self.refused.values())
 
 
 @dataclass(frozen=True)
@@ -36,35 +70,37 @@ class Op:
     value: float = 0.0
 
 
+OP_NAMES = [
+    "create",
+    "create",
+    "start",
+    "step_progress",
+    "step_progress",
+    "step_done",
+    "step_fail",
+    "restart",
+    "task_update",
+    "logs",
+    "add_step",
+    "succeed",
+    "fail",
+    "cancel",
+    "confirm",
+    "delete",
+]
+
 ops = st.builds(
     Op,
-    name=st.sampled_from(
-        [
-            "create",
-            "create",
-            "start",
-            "step_progress",
-            "step_progress",
-            "step_done",
-            "step_fail",
-            "restart",
-            "task_update",
-            "logs",
-            "add_step",
-            "succeed",
-            "fail",
-            "cancel",
-            "confirm",
-            "delete",
-        ]
-    ),
+    name=st.sampled_from(OP_NAMES),
     task_id=st.sampled_from(TASK_IDS),
     step=st.sampled_from(STEP_KEYS),
     value=st.floats(min_value=0.0, max_value=1.0),
 )
 
 
-async def perform(client: HeadwayClient, op: Op, counter: list[int]) -> None:
+async def perform(
+    client: HeadwayClient, op: Op, counter: list[int], tally: Tally | None = None
+) -> None:
     counter[0] += 1
     task_id = op.task_id
     try:
@@ -107,11 +143,16 @@ async def perform(client: HeadwayClient, op: Op, counter: list[int]) -> None:
                 await client.confirm_cancel(task_id)
             case "delete":
                 await client.delete_task(task_id)
-    except HeadwayError:
-        pass  # Invalid in the state the task happened to be in: refused, changes nothing.
+    except REFUSED:
+        # Invalid in the state the task happened to be in: refused, changes nothing.
+        if tally is not None:
+            tally.refused[op.name] += 1
+        return
+    if tally is not None:
+        tally.succeeded[op.name] += 1
 
 
-async def scenario(database: Path, agents: list[list[Op]]) -> None:
+async def scenario(database: Path, agents: list[list[Op]], tally: Tally) -> None:
     harness = ServerHarness(
         Settings(
             address="127.0.0.1:0",
@@ -140,7 +181,7 @@ async def scenario(database: Path, agents: list[list[Op]]) -> None:
 
             async def agent(agent_client: HeadwayClient, ops: list[Op]) -> None:
                 for op in ops:
-                    await perform(agent_client, op, counter)
+                    await perform(agent_client, op, counter, tally)
 
             await asyncio.gather(*(agent(c, o) for c, o in zip(clients, batches, strict=True)))
 
@@ -172,12 +213,28 @@ async def scenario(database: Path, agents: list[list[Op]]) -> None:
         await harness.close()
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-@given(agents=st.lists(st.lists(ops, min_size=5, max_size=40), min_size=2, max_size=4))
-def test_subscribers_converge_on_authoritative_state(agents: list[list[Op]]) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(scenario(Path(folder) / "headway.db", agents))
+def test_subscribers_converge_on_authoritative_state() -> None:
+    tally = Tally()
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(agents=st.lists(st.lists(ops, min_size=5, max_size=40), min_size=2, max_size=4))
+    def converge(agents: list[list[Op]]) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            asyncio.run(scenario(Path(folder) / "headway.db", agents, tally))
+
+    converge()
+
+    succeeded = sum(tally.succeeded.values())
+    outcomes = {
+        name: f"{tally.succeeded[name]} ok / {tally.refused[name]} refused"
+        for name in sorted(set(tally.succeeded) | set(tally.refused))
+    }
+    assert succeeded >= MIN_SUCCESS_SHARE * tally.total(), (
+        f"only {succeeded} of {tally.total()} operations succeeded: {outcomes}"
+    )
+    never = sorted(set(OP_NAMES) - RARELY_VALID - set(tally.succeeded))
+    assert not never, f"never succeeded: {never}; outcomes: {outcomes}"
