@@ -20,9 +20,10 @@ from google.protobuf.message import DecodeError, Message
 from headway.server import domain, paging, validation
 from headway.server.config import Settings
 from headway.server.engine import Change, ChangeKind, Engine, MutationContext, Outcome
-from headway.server.errors import HeadwayError, Kind, task_not_found, to_rpc_status
+from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
+from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
