@@ -23,10 +23,10 @@ from headway.client import (
     HeadwayError,
     InvalidArgumentError,
     NotFoundError,
-    OutOfRangeError,
     ResourceExhaustedError,
     task_filter,
 )
+from headway.client.errors import from_rpc_error
 from headway.server.config import Limits, Settings
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 from tests.harness import ServerHarness
@@ -364,19 +364,21 @@ async def test_delete_with_revision_mismatch(client: HeadwayClient) -> None:
     assert error.metadata["revision"] == str(done.revision)
 
 
-# -- OUT_OF_RANGE ---------------------------------------------------------------------
+# -- an iteration above the task's max_iterations -------------------------------------
 
 
 async def test_iteration_above_max_iterations(client: HeadwayClient) -> None:
+    """INVALID_ARGUMENT on `iteration`, the same as when the limit comes in the request."""
     await client.create_task("t", max_iterations=5)
     await client.update_task("t", iteration=5)
     error = await rejected(
         client,
         lambda: client.update_task("t", iteration=6, message="too far"),
-        OutOfRangeError,
-        "ITERATION_OUT_OF_RANGE",
+        InvalidArgumentError,
+        "FIELD_VIOLATION",
         "t",
     )
+    assert set(error.field_violations) == {"iteration"}
     assert error.metadata["max_iterations"] == "5"
 
 
@@ -849,6 +851,9 @@ async def test_malformed_request_is_invalid_argument(
         await raw(client, method)(data)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "malformed" in (info.value.details() or "")
+    error = from_rpc_error(info.value)
+    assert error.reason == "MALFORMED_REQUEST"
+    assert error.metadata == {"message_type": f"headway.v1.{method}Request"}
     assert await observe(client, ("t",)) == before
     # The server is unharmed and still answers well-formed calls.
     assert (await client.get_task("t")).id == "t"

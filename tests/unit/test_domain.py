@@ -927,14 +927,19 @@ def task_update(**fields: object) -> task_service_pb2.UpdateTaskRequest:
     return task_service_pb2.UpdateTaskRequest(task_id=TASK_ID, **fields)
 
 
-def test_update_task_iteration_beyond_max_is_out_of_range() -> None:
+def test_update_task_iteration_beyond_max_is_invalid_argument() -> None:
+    """INVALID_ARGUMENT on `iteration`, as when the limit comes in the same request."""
     task = make_task(start=True, max_iterations=10)
+    before = task_pb2.Task()
+    before.CopyFrom(task)
     error = expect_error(
-        Kind.OUT_OF_RANGE,
-        "ITERATION_OUT_OF_RANGE",
+        Kind.INVALID_ARGUMENT,
+        "FIELD_VIOLATION",
         lambda: domain.update_task(task, task_update(iteration=11), T1, LIMITS),
     )
     assert error.metadata == {"task_id": TASK_ID, "max_iterations": "10"}
+    assert [v.field for v in error.violations] == ["iteration"]
+    assert task == before
     domain.update_task(task, task_update(iteration=10), T1, LIMITS)
     assert task.iteration == 10, "reaching max_iterations is allowed"
 
@@ -943,11 +948,12 @@ def test_update_task_iteration_checks_the_new_max() -> None:
     task = make_task(start=True, max_iterations=10)
     domain.update_task(task, task_update(iteration=15, max_iterations=20), T1, LIMITS)
     assert (task.iteration, task.max_iterations) == (15, 20)
-    expect_error(
-        Kind.OUT_OF_RANGE,
-        "ITERATION_OUT_OF_RANGE",
+    error = expect_error(
+        Kind.INVALID_ARGUMENT,
+        "FIELD_VIOLATION",
         lambda: domain.update_task(task, task_update(iteration=6, max_iterations=5), T1, LIMITS),
     )
+    assert [v.field for v in error.violations] == ["iteration"]
 
 
 def test_update_task_iteration_is_unbounded_without_max() -> None:

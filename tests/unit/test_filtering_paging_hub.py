@@ -147,7 +147,7 @@ def test_first_page_has_no_position() -> None:
     assert paging.decode("", "any", 1) is None
 
 
-@pytest.mark.parametrize("position", [[0], [42], [2**53], [7, 3], [123456789, 0]])
+@pytest.mark.parametrize("position", [[0], [42], [2**53], [7, 3], [123456789, 0], [2**63 - 1]])
 def test_page_token_round_trip(position: list[int]) -> None:
     digest = paging.query_digest("ListLogs", task_service_pb2.TaskFilter(kinds=["k"]))
     token = paging.encode(position, digest)
@@ -185,6 +185,18 @@ def test_token_of_another_width_is_refused() -> None:
     digest = paging.query_digest("ListLogs", "t")
     expect_invalid_token(paging.encode([5], digest), digest, 2)
     expect_invalid_token(paging.encode([5, 1], digest), digest, 1)
+
+
+@pytest.mark.parametrize(
+    "position",
+    [[-1], [2**63], [2**70], [True], [1.0], [None], ["1"]],
+    ids=["negative", "2^63", "2^70", "bool", "float", "null", "string"],
+)
+def test_token_with_a_position_out_of_int64_is_refused(position: list[object]) -> None:
+    """An edited token must never reach a query (SQLite integers are int64)."""
+    digest = paging.query_digest("ListLogs", "t")
+    payload = json.dumps({"p": position, "q": digest}).encode()
+    expect_invalid_token(b64(payload), digest, 1)
 
 
 def b64(payload: bytes) -> str:

@@ -126,8 +126,6 @@ CREATE_INVALID = [
     ("steps[0].weight", set_step(0, weight=NAN)),
     ("steps[0].weight", set_step(0, weight=INF)),
     ("steps[0].weight", set_step(0, weight=1e6 + 1)),
-    ("steps[1].expected_duration", set_step(1, expected_duration=Duration(seconds=-1))),
-    ("steps[1].expected_duration", set_step(1, expected_duration=Duration(nanos=-5))),
     ("message", setter("message", "x" * 1025)),
     ("max_iterations", setter("max_iterations", -1)),
     ("metrics['Cost']", updater("metrics", {"Cost": 1.0})),
@@ -734,3 +732,118 @@ def test_list_logs_page_size(page_size: int, expected: int) -> None:
 def test_list_logs_invalid(fields: dict[str, Any], expected: list[str]) -> None:
     request = logs_request(**fields)
     assert violations(lambda: validation.check_list_logs(request, LIMITS)) == expected
+
+
+# -- times: every Timestamp and Duration of every request ------------------------------
+
+RANGE_START = -9_214_560_000  # 1678-01-01T00:00:00Z
+RANGE_END = 9_214_646_400  # 2262-01-01T00:00:00Z, excluded
+
+BAD_TIMESTAMPS = [
+    Timestamp(seconds=253_402_300_799),  # 9999-12-31
+    Timestamp(seconds=-62_135_596_800),  # 0001-01-01
+    Timestamp(seconds=RANGE_END),
+    Timestamp(seconds=RANGE_START - 1),
+    Timestamp(seconds=10, nanos=-1),
+    Timestamp(seconds=10, nanos=1_000_000_000),
+    Timestamp(seconds=2**62),
+]
+GOOD_TIMESTAMPS = [
+    Timestamp(),
+    Timestamp(seconds=RANGE_START),
+    Timestamp(seconds=RANGE_END - 1, nanos=999_999_999),
+    Timestamp(seconds=1_700_000_000, nanos=5),
+]
+BAD_DURATIONS = [
+    Duration(seconds=-1),
+    Duration(nanos=-5),
+    Duration(seconds=1, nanos=-1),
+    Duration(seconds=-1, nanos=1),
+    Duration(nanos=1_000_000_000),
+    Duration(seconds=315_576_000, nanos=1),
+    Duration(seconds=315_576_000_001),
+    Duration(seconds=10**12),
+    Duration(seconds=-(2**62)),
+]
+GOOD_DURATIONS = [Duration(), Duration(nanos=1), Duration(seconds=315_576_000), Duration(seconds=5)]
+
+
+def time_violations(request: Any) -> list[str]:
+    return violations(lambda: validation.check_times(request))
+
+
+@pytest.mark.parametrize("value", BAD_TIMESTAMPS)
+def test_timestamps_out_of_range_are_named(value: Timestamp) -> None:
+    requests_and_fields: list[tuple[Any, str]] = [
+        (task_service_pb2.ListLogsRequest(start_time=value), "start_time"),
+        (task_service_pb2.ListLogsRequest(end_time=value), "end_time"),
+        (
+            task_service_pb2.AppendLogsRequest(
+                entries=[log_pb2.LogEntry(), log_pb2.LogEntry(time=value)]
+            ),
+            "entries[1].time",
+        ),
+        (
+            task_service_pb2.AddArtifactsRequest(artifacts=[task_pb2.Artifact(create_time=value)]),
+            "artifacts[0].create_time",
+        ),
+    ]
+    for request, field in requests_and_fields:
+        assert time_violations(request) == [field]
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS)
+def test_durations_out_of_range_are_named(value: Duration) -> None:
+    spec = task_service_pb2.StepSpec(key="a", expected_duration=value)
+    requests_and_fields: list[tuple[Any, str]] = [
+        (task_service_pb2.CreateTaskRequest(lease_duration=value), "lease_duration"),
+        (
+            task_service_pb2.CreateTaskRequest(steps=[task_service_pb2.StepSpec(), spec]),
+            "steps[1].expected_duration",
+        ),
+        (task_service_pb2.AddStepsRequest(steps=[spec]), "steps[0].expected_duration"),
+        (task_service_pb2.CancelTaskRequest(deadline=value), "deadline"),
+        (task_service_pb2.SubscribeRequest(heartbeat_interval=value), "heartbeat_interval"),
+    ]
+    for request, field in requests_and_fields:
+        assert time_violations(request) == [field]
+
+
+def test_times_in_range_pass() -> None:
+    for when in GOOD_TIMESTAMPS:
+        validation.check_times(task_service_pb2.ListLogsRequest(start_time=when, end_time=when))
+        validation.check_times(
+            task_service_pb2.AppendLogsRequest(entries=[log_pb2.LogEntry(time=when)])
+        )
+    for span in GOOD_DURATIONS:
+        validation.check_times(
+            task_service_pb2.CreateTaskRequest(
+                lease_duration=span, steps=[task_service_pb2.StepSpec(expected_duration=span)]
+            )
+        )
+        validation.check_times(task_service_pb2.CancelTaskRequest(deadline=span))
+        validation.check_times(task_service_pb2.SubscribeRequest(heartbeat_interval=span))
+
+
+def test_every_bad_time_is_named_at_once() -> None:
+    request = task_service_pb2.CreateTaskRequest(
+        lease_duration=Duration(seconds=-1),
+        steps=[
+            task_service_pb2.StepSpec(key="a", expected_duration=Duration(nanos=-1)),
+            task_service_pb2.StepSpec(key="b"),
+            task_service_pb2.StepSpec(key="c", expected_duration=Duration(seconds=10**12)),
+        ],
+    )
+    assert time_violations(request) == [
+        "steps[0].expected_duration",
+        "steps[2].expected_duration",
+        "lease_duration",
+    ]
+
+
+def test_every_request_type_is_walked() -> None:
+    """Each request of the service passes check_times when it holds no times."""
+    service = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"]
+    for method in service.methods:
+        request_type = getattr(task_service_pb2, method.input_type.name)
+        validation.check_times(request_type())

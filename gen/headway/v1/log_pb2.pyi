@@ -112,7 +112,11 @@ class LogEntry(_message.Message):
 
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
-        """When the agent observed the event; the server's receive time when unset."""
+        """When the agent observed the event; the server's receive time when unset.
+        Must lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) with `nanos` in
+        [0, 999999999], or the AppendLogs call is INVALID_ARGUMENT naming
+        `entries[i].time`.
+        """
 
     def __init__(
         self,

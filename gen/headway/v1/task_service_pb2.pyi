@@ -135,7 +135,9 @@ class StepSpec(_message.Message):
     """The step's weight; see Step.weight. 0 means 1."""
     @_builtins.property
     def expected_duration(self) -> _duration_pb2.Duration:
-        """How long the step is expected to take, when known. Must not be negative."""
+        """How long the step is expected to take, when known. Must not be negative
+        nor longer than 10 years; see TaskService for the rules of durations.
+        """
 
     def __init__(
         self,
@@ -243,7 +245,8 @@ class CreateTaskRequest(_message.Message):
     def lease_duration(self) -> _duration_pb2.Duration:
         """How long the agent may stay silent before the task is marked stalled; see
         Task.lease_duration. Unset or zero means the server default; values are
-        clamped to the server's bounds.
+        clamped to the server's bounds. Must not be negative nor longer than 10
+        years (INVALID_ARGUMENT), before any clamping.
         """
 
     def __init__(
@@ -543,7 +546,8 @@ class UpdateTaskRequest(_message.Message):
     """The new status line."""
     iteration: _builtins.int
     """The current iteration. Must not be negative, nor above a non-zero
-    `max_iterations`.
+    `max_iterations` (the one in this request if set, else the task's):
+    either is INVALID_ARGUMENT (`FIELD_VIOLATION`) naming `iteration`.
     """
     max_iterations: _builtins.int
     """The most iterations, or 0 for unbounded. Must not be negative."""
@@ -887,6 +891,7 @@ class CancelTaskRequest(_message.Message):
     def deadline(self) -> _duration_pb2.Duration:
         """How long the agent has to confirm before the server cancels the task by
         itself. Unset or zero means the server default; clamped to the server's bounds.
+        Must not be negative nor longer than 10 years (INVALID_ARGUMENT).
         """
 
     def __init__(
@@ -1242,11 +1247,11 @@ class ListLogsRequest(_message.Message):
     """The `next_page_token` of the previous page, with the same filters."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Only lines at or after this time."""
+        """Only lines at or after this time. Within 1678-01-01..2262-01-01; see TaskService."""
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
-        """Only lines before this time."""
+        """Only lines before this time; after `start_time`. Within 1678-01-01..2262-01-01."""
 
     def __init__(
         self,
@@ -1328,7 +1333,7 @@ class SubscribeRequest(_message.Message):
     def heartbeat_interval(self) -> _duration_pb2.Duration:
         """How often to send a `heartbeat` when nothing else is sent. Unset means the
         server default (30 s); values are clamped to the server's bounds (by
-        default 1 s to 5 min).
+        default 1 s to 5 min). Must not be negative nor longer than 10 years.
         """
 
     def __init__(

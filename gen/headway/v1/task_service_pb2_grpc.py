@@ -46,6 +46,17 @@ class TaskServiceStub:
     naming each offending field by its path. A task of another tenant is
     NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Times and durations: every `google.protobuf.Timestamp` in a request must
+    lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
+    nanoseconds since the epoch can hold, in whole years) with `nanos` in
+    [0, 999999999]; every `google.protobuf.Duration` must be non-negative, at
+    most 315576000 s (10 years), with `nanos` of the same sign as `seconds`
+    and below 1e9 in magnitude. Anything else is INVALID_ARGUMENT
+    (`FIELD_VIOLATION`) naming the field, such as `entries[3].time`.
+    - A request whose bytes do not parse (such as a string that is not UTF-8)
+    is INVALID_ARGUMENT with the reason `MALFORMED_REQUEST`.
+    - An unexpected failure of the server is INTERNAL with the reason
+    `INTERNAL`; its details are logged, not returned.
     """
 
     def __init__(self, channel):
@@ -162,6 +173,17 @@ class TaskServiceServicer:
     naming each offending field by its path. A task of another tenant is
     NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Times and durations: every `google.protobuf.Timestamp` in a request must
+    lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
+    nanoseconds since the epoch can hold, in whole years) with `nanos` in
+    [0, 999999999]; every `google.protobuf.Duration` must be non-negative, at
+    most 315576000 s (10 years), with `nanos` of the same sign as `seconds`
+    and below 1e9 in magnitude. Anything else is INVALID_ARGUMENT
+    (`FIELD_VIOLATION`) naming the field, such as `entries[3].time`.
+    - A request whose bytes do not parse (such as a string that is not UTF-8)
+    is INVALID_ARGUMENT with the reason `MALFORMED_REQUEST`.
+    - An unexpected failure of the server is INTERNAL with the reason
+    `INTERNAL`; its details are logged, not returned.
     """
 
     def CreateTask(self, request, context):
@@ -456,6 +478,17 @@ class TaskService:
     naming each offending field by its path. A task of another tenant is
     NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Times and durations: every `google.protobuf.Timestamp` in a request must
+    lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
+    nanoseconds since the epoch can hold, in whole years) with `nanos` in
+    [0, 999999999]; every `google.protobuf.Duration` must be non-negative, at
+    most 315576000 s (10 years), with `nanos` of the same sign as `seconds`
+    and below 1e9 in magnitude. Anything else is INVALID_ARGUMENT
+    (`FIELD_VIOLATION`) naming the field, such as `entries[3].time`.
+    - A request whose bytes do not parse (such as a string that is not UTF-8)
+    is INVALID_ARGUMENT with the reason `MALFORMED_REQUEST`.
+    - An unexpected failure of the server is INTERNAL with the reason
+    `INTERNAL`; its details are logged, not returned.
     """
 
     @staticmethod

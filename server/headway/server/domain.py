@@ -15,7 +15,13 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headway.server.config import Limits
-from headway.server.errors import HeadwayError, Kind, task_at_rest
+from headway.server.errors import (
+    FieldViolation,
+    HeadwayError,
+    Kind,
+    invalid_argument,
+    task_at_rest,
+)
 from headway.v1 import task_pb2, task_service_pb2
 
 TaskState = task_pb2.TaskState
@@ -321,11 +327,15 @@ def update_task(
         task.max_iterations = request.max_iterations
     if request.HasField("iteration"):
         if task.max_iterations and request.iteration > task.max_iterations:
-            raise HeadwayError(
-                Kind.OUT_OF_RANGE,
-                "ITERATION_OUT_OF_RANGE",
-                f"iteration {request.iteration} exceeds max_iterations {task.max_iterations}",
-                {"task_id": task.id, "max_iterations": str(task.max_iterations)},
+            # The same answer as when the limit comes in the same request (see
+            # validation.check_update_task): the argument is wrong, not the state.
+            raise invalid_argument(
+                [
+                    FieldViolation(
+                        "iteration", f"must not exceed max_iterations ({task.max_iterations})"
+                    )
+                ],
+                metadata={"task_id": task.id, "max_iterations": str(task.max_iterations)},
             )
         task.iteration = request.iteration
     if request.HasField("message"):

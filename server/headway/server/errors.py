@@ -1,9 +1,8 @@
-"""Domain errors, and the one table that maps them to gRPC statuses.
+"""Domain errors: what went wrong, in terms a client can act on, without gRPC.
 
-The engine and the domain raise `HeadwayError`s that know nothing of gRPC;
-the servicer turns them into a status with a `google.rpc.ErrorInfo` (and a
-`google.rpc.BadRequest` for invalid arguments) in exactly one place,
-`to_rpc_status`, so every error a client sees is shaped the same way.
+The engine, the domain and validation raise `HeadwayError`s; `status.py` turns
+them into gRPC statuses in exactly one place, so every error a client sees is
+shaped the same way and the pure modules need not import grpc.
 """
 
 from __future__ import annotations
@@ -12,26 +11,19 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
-
-ERROR_DOMAIN = "headway.v1"
-
 
 class Kind(enum.Enum):
-    """The classes of failure a client can act on, one per gRPC status code we use."""
+    """The classes of failure a client can act on, each named after the gRPC code it maps to."""
 
-    INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
-    NOT_FOUND = grpc.StatusCode.NOT_FOUND
-    ALREADY_EXISTS = grpc.StatusCode.ALREADY_EXISTS
-    FAILED_PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
-    ABORTED = grpc.StatusCode.ABORTED
-    OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
-    RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
-    UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-    INTERNAL = grpc.StatusCode.INTERNAL
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL = "INTERNAL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +49,9 @@ class HeadwayError(Exception):
 
 
 def invalid_argument(
-    violations: Iterable[FieldViolation], reason: str = "FIELD_VIOLATION"
+    violations: Iterable[FieldViolation],
+    reason: str = "FIELD_VIOLATION",
+    metadata: Mapping[str, str] | None = None,
 ) -> HeadwayError:
     """An INVALID_ARGUMENT naming every offending field at once, so one round trip fixes all."""
     found = tuple(violations)
@@ -65,7 +59,11 @@ def invalid_argument(
     if len(found) > 5:
         summary += f"; and {len(found) - 5} more"
     return HeadwayError(
-        Kind.INVALID_ARGUMENT, reason, f"invalid request: {summary}", violations=found
+        Kind.INVALID_ARGUMENT,
+        reason,
+        f"invalid request: {summary}",
+        metadata or {},
+        violations=found,
     )
 
 
@@ -85,42 +83,20 @@ def task_at_rest(task_id: str, state_name: str) -> HeadwayError:
     )
 
 
-def to_rpc_status(error: HeadwayError) -> grpc.Status:
-    """The status a client receives for `error`: code, message, ErrorInfo, BadRequest."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+def malformed_request(message_type: str) -> HeadwayError:
+    """The request's bytes do not parse (invalid UTF-8, a broken tag): nothing to name a field by.
+
+    The parser's own words stay out of the answer: they describe protobuf
+    internals, not something the client can fix beyond "send a valid message".
+    """
+    return HeadwayError(
+        Kind.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+        f"malformed request: the bytes are not a valid {message_type}",
+        {"message_type": message_type},
     )
-    details = [_pack(info)]
-    if error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        details.append(_pack(bad_request))
-    status = status_pb2.Status(
-        code=_CODE_NUMBERS[error.kind], message=error.message, details=details
-    )
-    return rpc_status.to_status(status)
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-_CODE_NUMBERS: dict[Kind, int] = {
-    Kind.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    Kind.NOT_FOUND: code_pb2.NOT_FOUND,
-    Kind.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
-    Kind.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    Kind.ABORTED: code_pb2.ABORTED,
-    Kind.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
-    Kind.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    Kind.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    Kind.INTERNAL: code_pb2.INTERNAL,
-}
+def internal_error() -> HeadwayError:
+    """A bug on the server. Its details go to the log, never to the client."""
+    return HeadwayError(Kind.INTERNAL, "INTERNAL", "internal error; the server logged the cause")

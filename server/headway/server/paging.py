@@ -17,6 +17,9 @@ from headway.server.errors import FieldViolation, HeadwayError, invalid_argument
 
 # Tokens this server issues are well under this; longer ones are refused unread.
 MAX_TOKEN_LENGTH = 512
+# Positions are revisions and indexes: never negative, and stored as SQLite's
+# int64. An edited token with anything else must not reach a query.
+MAX_POSITION = 2**63 - 1
 
 
 def query_digest(*parts: Message | str) -> str:
@@ -48,13 +51,18 @@ def decode(token: str, digest: str, width: int) -> list[int] | None:
             payload["q"] == digest
             and isinstance(position, list)
             and len(position) == width
-            and all(isinstance(value, int) for value in position)
+            and all(_is_position(value) for value in position)
         )
     except (ValueError, KeyError, TypeError, RecursionError):
         valid = False
     if not valid:
         raise _invalid()
     return list(position)
+
+
+def _is_position(value: object) -> bool:
+    # bool is an int to Python, but `true` is no position this server wrote.
+    return type(value) is int and 0 <= value <= MAX_POSITION
 
 
 def _invalid() -> HeadwayError:

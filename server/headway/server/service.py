@@ -1,12 +1,15 @@
 """The gRPC face of TaskService: validate, hand to the engine, convert the answer.
 
-No state, no SQL, no fan-out here. Each handler checks its request, describes
-its change as a pure function of the task (see `domain`), and lets the engine
-apply it; errors become statuses in one place (`errors.to_rpc_status`).
+No state, no SQL, no fan-out here. Each handler checks its request, picks its
+change as a pure function of the task (see `mutations` and `domain`), and lets
+the engine apply it. Errors become statuses in one place, `_guarded`, through
+`status.to_rpc_status`; that guard also refuses unparseable requests and times
+out of range for every RPC, and hides unexpected failures behind INTERNAL.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,15 +17,16 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 from google.protobuf.message import DecodeError, Message
 
-from headway.server import domain, paging, validation
+from headway.server import domain, mutations, paging, validation
 from headway.server.config import Settings
-from headway.server.engine import Actor, Change, ChangeKind, Engine, MutationContext, Outcome
-from headway.server.errors import HeadwayError, Kind, task_not_found, to_rpc_status
+from headway.server.durations import clamp_duration
+from headway.server.engine import Actor, Apply, Engine, Outcome
+from headway.server.errors import HeadwayError, internal_error, malformed_request
 from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
+from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
@@ -43,10 +47,15 @@ def tenant_of(context: Context) -> str:
 
 
 class MalformedRequest:
-    """Stands in for a request whose bytes did not parse (for example invalid UTF-8)."""
+    """Stands in for a request whose bytes did not parse (for example invalid UTF-8).
 
-    def __init__(self, error: str) -> None:
-        self.error = error
+    gRPC would answer a deserializer's exception with a bare INTERNAL or UNKNOWN;
+    handing this to the guard instead gives the client an INVALID_ARGUMENT with
+    its ErrorInfo, like every other error.
+    """
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
 
 
 class TaskService:
@@ -66,7 +75,7 @@ class TaskService:
         method: str,
         request: Message,
         task_id: str,
-        apply: Callable[[task_pb2.Task | None, MutationContext], Change],
+        apply: Apply,
         *,
         request_id: str,
         expected_revision: int = 0,
@@ -88,38 +97,13 @@ class TaskService:
     ) -> task_service_pb2.CreateTaskResponse:
         validation.check_create(request, self._limits)
         task_id = request.task_id or str(uuid.uuid4())
-        lease = _clamped(
+        lease = clamp_duration(
             request.lease_duration,
             default=self._settings.lease_default,
             low=self._settings.lease_min,
             high=self._settings.lease_max,
         )
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            if task is not None:
-                raise HeadwayError(
-                    Kind.ALREADY_EXISTS,
-                    "TASK_ALREADY_EXISTS",
-                    f"task {task_id!r} already exists",
-                    {"task_id": task_id},
-                )
-            if request.parent_id and ctx.lookup(request.parent_id) is None:
-                raise HeadwayError(
-                    Kind.NOT_FOUND,
-                    "PARENT_NOT_FOUND",
-                    f"parent task {request.parent_id!r} not found",
-                    {"parent_id": request.parent_id},
-                )
-            created = domain.new_task(
-                request,
-                tenant=ctx.tenant,
-                task_id=task_id,
-                revision=ctx.revision,
-                now=ctx.now,
-                lease=lease,
-            )
-            return Change(ChangeKind.CREATED, created)
-
+        apply = mutations.create(request, task_id, lease)
         outcome = await self._mutate(
             context, "CreateTask", request, task_id, apply, request_id=request.request_id
         )
@@ -177,15 +161,7 @@ class TaskService:
         self, request: task_service_pb2.AppendLogsRequest, context: Context
     ) -> task_service_pb2.AppendLogsResponse:
         validation.check_append_logs(request, self._limits)
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            domain.ensure_mutable(task)
-            for entry in request.entries:
-                if entry.step_key:
-                    domain.find_step(task, entry.step_key)
-            return Change(ChangeKind.LOGS, task, request.entries)
-
+        apply = mutations.append_logs(request)
         outcome = await self._mutate(
             context, "AppendLogs", request, request.task_id, apply, request_id=request.request_id
         )
@@ -238,18 +214,13 @@ class TaskService:
         self, request: task_service_pb2.CancelTaskRequest, context: Context
     ) -> task_service_pb2.CancelTaskResponse:
         validation.check_cancel(request)
-        deadline = _clamped(
+        deadline = clamp_duration(
             request.deadline,
             default=self._settings.cancel_deadline_default,
             low=timedelta(0),
             high=self._settings.cancel_deadline_max,
         )
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            changed = domain.request_cancel(task, request, ctx.revision, ctx.now, deadline)
-            return Change(ChangeKind.UPDATED if changed else ChangeKind.NONE, task)
-
+        apply = mutations.cancel(request, deadline)
         outcome = await self._mutate(
             context,
             "CancelTask",
@@ -266,12 +237,7 @@ class TaskService:
         self, request: task_service_pb2.ConfirmCancelRequest, context: Context
     ) -> task_service_pb2.ConfirmCancelResponse:
         validation.check_confirm_cancel(request)
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            domain.confirm_cancel(task, request.reason, ctx.revision, ctx.now)
-            return Change(ChangeKind.UPDATED, task)
-
+        apply = mutations.confirm_cancel(request)
         outcome = await self._mutate(
             context,
             "ConfirmCancel",
@@ -287,14 +253,7 @@ class TaskService:
         self, request: task_service_pb2.HeartbeatRequest, context: Context
     ) -> task_service_pb2.HeartbeatResponse:
         validation.check_heartbeat(request)
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            domain.ensure_mutable(task)
-            # Only a stalled task changes: it is alive again. Otherwise the
-            # heartbeat renews the lease and nobody else needs to hear of it.
-            return Change(ChangeKind.UPDATED if task.stalled else ChangeKind.LEASE, task)
-
+        apply = mutations.heartbeat(request.task_id)
         outcome = await self._mutate(
             context, "Heartbeat", request, request.task_id, apply, request_id=""
         )
@@ -308,12 +267,7 @@ class TaskService:
         self, request: task_service_pb2.DeleteTaskRequest, context: Context
     ) -> task_service_pb2.DeleteTaskResponse:
         validation.check_delete(request)
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            domain.ensure_deletable(task)
-            return Change(ChangeKind.DELETED, task)
-
+        apply = mutations.delete(request.task_id)
         outcome = await self._mutate(
             context,
             "DeleteTask",
@@ -335,18 +289,12 @@ class TaskService:
         expected_revision: int,
     ) -> Outcome:
         """A mutation of an existing task that changes it in place (the common shape)."""
-
-        def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
-            task = _existing(task, request.task_id)
-            change(task, ctx.now)
-            return Change(ChangeKind.UPDATED, task)
-
         return await self._mutate(
             context,
             method,
             request,
             request.task_id,
-            apply,
+            mutations.update(request.task_id, change),
             request_id=request.request_id,
             expected_revision=expected_revision,
         )
@@ -429,51 +377,49 @@ class TaskService:
         await subscription.serve(context)
 
 
-def _clamped(
-    requested: duration_pb2.Duration, *, default: timedelta, low: timedelta, high: timedelta
-) -> duration_pb2.Duration:
-    """A client's duration, or the server default when unset, within the server's bounds."""
-    chosen = requested.ToTimedelta() if requested.ToNanoseconds() > 0 else default
-    clamped = duration_pb2.Duration()
-    clamped.FromTimedelta(min(max(chosen, low), high))
-    return clamped
-
-
-def _existing(task: task_pb2.Task | None, task_id: str) -> task_pb2.Task:
-    if task is None:
-        raise task_not_found(task_id)
-    return task
-
-
 # -- registration -----------------------------------------------------------------
 
 
 def _guarded(
     handler: Callable[[Any, Context], Awaitable[Any]],
 ) -> Callable[[Any, Context], Awaitable[Any]]:
-    """Turn domain errors and unparseable requests into statuses; log what is unexpected."""
+    """Every RPC's one way out on failure: a status with ErrorInfo, never UNKNOWN.
+
+    Before the handler runs, an unparseable request is refused (MALFORMED_REQUEST)
+    and so is any Timestamp or Duration the server cannot store, whatever the
+    request type: checking here means no RPC, present or future, can forget it.
+    A `HeadwayError` becomes its status; anything else is a bug, logged with its
+    traceback and answered with a plain INTERNAL so no Python detail leaks.
+    """
+    name = getattr(handler, "__name__", "handler")
 
     async def guarded(request: Any, context: Context) -> Any:
-        if isinstance(request, MalformedRequest):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {request.error}"
-            )
         try:
+            if isinstance(request, MalformedRequest):
+                raise malformed_request(request.message_type)
+            validation.check_times(request)
             return await handler(request, context)
         except HeadwayError as error:
             status = to_rpc_status(error)
-            await context.abort(status.code, status.details, status.trailing_metadata)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            logger.exception("%s failed unexpectedly", name)
+            status = to_rpc_status(internal_error())
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
-    guarded.__name__ = getattr(handler, "__name__", "handler")
+    guarded.__name__ = name
     return guarded
 
 
 def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
+    full_name = message_type.DESCRIPTOR.full_name
+
     def deserialize(data: bytes) -> Message | MalformedRequest:
         try:
             return message_type.FromString(data)
-        except DecodeError as error:
-            return MalformedRequest(str(error))
+        except DecodeError:
+            return MalformedRequest(full_name)
 
     return deserialize
 

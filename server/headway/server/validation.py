@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import cast
 
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
 
 from headway.server.config import Limits
 from headway.server.errors import FieldViolation, invalid_argument
@@ -40,6 +43,21 @@ MAX_REASON = 1024
 MAX_REQUESTED_BY = 256
 MAX_SEARCH_TEXT = 256
 MAX_WEIGHT = 1e6
+
+# The times the server accepts: every Timestamp in a request must lie in
+# [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z). Times are stored as int64
+# nanoseconds since the epoch, which reach only from 1677-09-21 to 2262-04-11;
+# whole years inside that are easy to document and to check. (Protobuf itself
+# allows 0001-01-01 to 9999-12-31.)
+MIN_TIMESTAMP_SECONDS = -9_214_560_000  # 1678-01-01T00:00:00Z
+END_TIMESTAMP_SECONDS = 9_214_646_400  # 2262-01-01T00:00:00Z, excluded
+TIMESTAMP_RANGE = "between 1678-01-01T00:00:00Z and 2262-01-01T00:00:00Z (excluded)"
+# The longest Duration the server accepts: 10 Julian years. Far beyond any real
+# lease, deadline or step, and small enough that "now + duration" stays within
+# int64 nanoseconds for any time the server can run at. (Protobuf allows
+# 10,000 years, which int64 nanoseconds cannot hold.)
+MAX_DURATION_SECONDS = 315_576_000
+NANOS_PER_SECOND = 1_000_000_000
 
 
 class Violations:
@@ -142,17 +160,112 @@ class Violations:
             self.text(f"{path}.display_name", spec.display_name, max_length=MAX_DISPLAY_NAME)
             if not (math.isfinite(spec.weight) and 0.0 <= spec.weight <= MAX_WEIGHT):
                 self.add(f"{path}.weight", f"must be between 0 (default 1) and {MAX_WEIGHT:g}")
-            self.duration(f"{path}.expected_duration", spec.expected_duration)
+
+    def timestamp(self, field: str, value: timestamp_pb2.Timestamp) -> None:
+        """A time the server can store: a valid Timestamp within TIMESTAMP_RANGE."""
+        if not 0 <= value.nanos < NANOS_PER_SECOND:
+            self.add(field, f"nanos must be between 0 and 999999999 (got {value.nanos})")
+        elif not MIN_TIMESTAMP_SECONDS <= value.seconds < END_TIMESTAMP_SECONDS:
+            self.add(field, f"must be {TIMESTAMP_RANGE}")
 
     def duration(self, field: str, value: duration_pb2.Duration) -> None:
-        if value.seconds < 0 or value.nanos < 0:
+        """A valid, non-negative Duration of at most MAX_DURATION_SECONDS.
+
+        Every Duration a request carries is a span the server waits or expects
+        (a lease, a deadline, a step's length, a heartbeat interval), so a
+        negative one is always a mistake.
+        """
+        seconds, nanos = value.seconds, value.nanos
+        if not -NANOS_PER_SECOND < nanos < NANOS_PER_SECOND:
+            self.add(field, f"nanos must be between -999999999 and 999999999 (got {nanos})")
+        elif (seconds < 0 < nanos) or (nanos < 0 < seconds):
+            self.add(field, "seconds and nanos must have the same sign")
+        elif seconds < 0 or nanos < 0:
             self.add(field, "must not be negative")
+        elif seconds > MAX_DURATION_SECONDS or (seconds == MAX_DURATION_SECONDS and nanos):
+            self.add(field, f"must be at most {MAX_DURATION_SECONDS}s (10 years)")
+
+    def times(self, message: Message, path: str = "") -> None:
+        """Check every Timestamp and Duration set anywhere in `message`, by its field path.
+
+        Driven by the message's descriptor, so a time field added to any request
+        is covered without anyone remembering to check it.
+        """
+        for name, kind, shape in _time_fields(cast(Descriptor, message.DESCRIPTOR)):
+            value = getattr(message, name)
+            if shape == _MAP:
+                for key in value:
+                    self._time_value(f"{path}{name}[{key!r}]", kind, value[key])
+            elif shape == _LIST:
+                for i, item in enumerate(value):
+                    self._time_value(f"{path}{name}[{i}]", kind, item)
+            elif message.HasField(name):
+                self._time_value(f"{path}{name}", kind, value)
+
+    def _time_value(self, path: str, kind: str, value: Message) -> None:
+        if kind == _TIMESTAMP:
+            self.timestamp(path, value)  # type: ignore[arg-type]
+        elif kind == _DURATION:
+            self.duration(path, value)  # type: ignore[arg-type]
+        else:
+            self.times(value, f"{path}.")
 
     def page(self, page_size: int, limits: Limits) -> int:
         if page_size < 0:
             self.add("page_size", "must not be negative")
             return 0
         return min(page_size or limits.default_page_size, limits.max_page_size)
+
+
+_TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+_DURATION = duration_pb2.Duration.DESCRIPTOR.full_name
+_NESTED = "nested"
+_SINGLE, _LIST, _MAP = "single", "list", "map"
+# Per message type: (field name, what it holds, single/list/map) for each field
+# that is, or contains, a Timestamp or Duration.
+TimeField = tuple[str, str, str]
+_TIME_FIELDS: dict[str, tuple[TimeField, ...]] = {}
+
+
+def _time_fields(descriptor: Descriptor) -> tuple[TimeField, ...]:
+    """The fields of a message type that are, or contain, a Timestamp or Duration.
+
+    Computed once per type, so requests without times cost a dictionary lookup.
+    A map's value (or a message field) is walked into when its type holds times.
+    """
+    cached = _TIME_FIELDS.get(descriptor.full_name)
+    if cached is not None:
+        return cached
+    _TIME_FIELDS[descriptor.full_name] = ()  # a recursive type holds no times through itself
+    found: list[TimeField] = []
+    for field in descriptor.fields:
+        target = field.message_type
+        if target is None:
+            continue
+        shape = _LIST if field.is_repeated else _SINGLE
+        if target.GetOptions().map_entry:
+            shape = _MAP
+            target = target.fields_by_name["value"].message_type
+            if target is None:
+                continue
+        if target.full_name in (_TIMESTAMP, _DURATION):
+            found.append((field.name, target.full_name, shape))
+        elif _time_fields(target):
+            found.append((field.name, _NESTED, shape))
+    _TIME_FIELDS[descriptor.full_name] = result = tuple(found)
+    return result
+
+
+def check_times(request: Message) -> None:
+    """INVALID_ARGUMENT unless every Timestamp and Duration in `request` is one the server accepts.
+
+    Run for every request before its handler (see `service`), because a time
+    out of range does not merely mislead: it overflows the int64 nanoseconds
+    the server computes and stores with.
+    """
+    v = Violations()
+    v.times(request)
+    v.raise_if_any()
 
 
 _TASK_ID_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -180,7 +293,6 @@ def check_create(request: task_service_pb2.CreateTaskRequest, limits: Limits) ->
         v.add("max_iterations", "must not be negative")
     v.metrics("metrics", request.metrics, limits)
     v.request_id(request.request_id)
-    v.duration("lease_duration", request.lease_duration)
     v.raise_if_any()
 
 
@@ -328,7 +440,6 @@ def check_cancel(request: task_service_pb2.CancelTaskRequest) -> None:
     v = _target(request.task_id, request.expected_revision, request.request_id)
     v.text("reason", request.reason, max_length=MAX_REASON)
     v.text("requested_by", request.requested_by, max_length=MAX_REQUESTED_BY)
-    v.duration("deadline", request.deadline)
     v.raise_if_any()
 
 

@@ -1,0 +1,135 @@
+"""Each mutation RPC as an `Apply`: a pure function from the task as it stands to its change.
+
+The servicer validates a request, picks its mutation here and hands it to the
+engine, which runs it against a private copy of the task under the task's lock.
+Every decision that depends on the task as it stands (does it exist, may it
+still change, does a cancel request change anything) lives here or in `domain`,
+never in the servicer, so it can be tested without gRPC and reasoned about in
+one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from headway.server import domain
+from headway.server.engine import Apply, Change, ChangeKind, MutationContext
+from headway.server.errors import HeadwayError, Kind, task_not_found
+from headway.v1 import task_pb2, task_service_pb2
+
+
+def existing(task: task_pb2.Task | None, task_id: str) -> task_pb2.Task:
+    """The task, or NOT_FOUND: every mutation but CreateTask needs one."""
+    if task is None:
+        raise task_not_found(task_id)
+    return task
+
+
+def update(task_id: str, change: Callable[[task_pb2.Task, Timestamp], None]) -> Apply:
+    """The common shape: `change` edits an existing task in place at the commit time."""
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, task_id)
+        change(task, ctx.now)
+        return Change(ChangeKind.UPDATED, task)
+
+    return apply
+
+
+def create(request: task_service_pb2.CreateTaskRequest, task_id: str, lease: timedelta) -> Apply:
+    """A new task under `task_id`: the id must be free and the parent, if any, must exist."""
+    lease_duration = Duration()
+    lease_duration.FromTimedelta(lease)
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        if task is not None:
+            raise HeadwayError(
+                Kind.ALREADY_EXISTS,
+                "TASK_ALREADY_EXISTS",
+                f"task {task_id!r} already exists",
+                {"task_id": task_id},
+            )
+        if request.parent_id and ctx.lookup(request.parent_id) is None:
+            raise HeadwayError(
+                Kind.NOT_FOUND,
+                "PARENT_NOT_FOUND",
+                f"parent task {request.parent_id!r} not found",
+                {"parent_id": request.parent_id},
+            )
+        created = domain.new_task(
+            request,
+            tenant=ctx.tenant,
+            task_id=task_id,
+            revision=ctx.revision,
+            now=ctx.now,
+            lease=lease_duration,
+        )
+        return Change(ChangeKind.CREATED, created)
+
+    return apply
+
+
+def append_logs(request: task_service_pb2.AppendLogsRequest) -> Apply:
+    """Log lines for a task that may still change, each about the task or one of its steps."""
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, request.task_id)
+        domain.ensure_mutable(task)
+        for entry in request.entries:
+            if entry.step_key:
+                domain.find_step(task, entry.step_key)
+        return Change(ChangeKind.LOGS, task, request.entries)
+
+    return apply
+
+
+def cancel(request: task_service_pb2.CancelTaskRequest, deadline: timedelta) -> Apply:
+    """A viewer's cancel request; a repeated one (without `force`) changes nothing."""
+    deadline_duration = Duration()
+    deadline_duration.FromTimedelta(deadline)
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, request.task_id)
+        changed = domain.request_cancel(task, request, ctx.revision, ctx.now, deadline_duration)
+        return Change(ChangeKind.UPDATED if changed else ChangeKind.NONE, task)
+
+    return apply
+
+
+def confirm_cancel(request: task_service_pb2.ConfirmCancelRequest) -> Apply:
+    """The agent stops: the task ends CANCELLED."""
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, request.task_id)
+        domain.confirm_cancel(task, request.reason, ctx.revision, ctx.now)
+        return Change(ChangeKind.UPDATED, task)
+
+    return apply
+
+
+def heartbeat(task_id: str) -> Apply:
+    """The agent is alive: renew its lease, and revive the task if it was stalled."""
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, task_id)
+        domain.ensure_mutable(task)
+        # Only a stalled task changes: it is alive again. Otherwise the
+        # heartbeat renews the lease and nobody else needs to hear of it.
+        return Change(ChangeKind.UPDATED if task.stalled else ChangeKind.LEASE, task)
+
+    return apply
+
+
+def delete(task_id: str) -> Apply:
+    """Remove a task at rest, with its logs."""
+
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        task = existing(task, task_id)
+        domain.ensure_deletable(task)
+        return Change(ChangeKind.DELETED, task)
+
+    return apply
