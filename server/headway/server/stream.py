@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import grpc
 
 from headway.server.config import Settings
+from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
 from headway.server.filtering import CompiledFilter
@@ -80,15 +81,14 @@ class Subscription:
         )
 
     def _heartbeat_interval(self, request: task_service_pb2.SubscribeRequest) -> float:
-        """The requested interval clamped to the server's bounds; unset or zero: the default."""
+        """The requested interval within the server's bounds; unset or zero: the default."""
         settings = self._settings
-        seconds = request.heartbeat_interval.ToNanoseconds() / 1e9
-        if not request.HasField("heartbeat_interval") or seconds == 0:
-            return settings.heartbeat_default.total_seconds()
-        return min(
-            max(seconds, settings.heartbeat_min.total_seconds()),
-            settings.heartbeat_max.total_seconds(),
-        )
+        return clamp_duration(
+            request.heartbeat_interval,
+            default=settings.heartbeat_default,
+            low=settings.heartbeat_min,
+            high=settings.heartbeat_max,
+        ).total_seconds()
 
     async def serve(self, context: grpc.aio.ServicerContext[object, bytes]) -> None:
         await context.send_initial_metadata(())
