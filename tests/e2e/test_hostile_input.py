@@ -27,7 +27,7 @@ from headway.client import HeadwayClient, HeadwayError
 from headway.client.errors import from_rpc_error
 from headway.server import app, service
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
-from tests.conftest import ServerHarness
+from tests.harness import ServerHarness
 
 # Seconds since the epoch of a few instants at and around the accepted range,
 # [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z).
@@ -399,3 +399,36 @@ async def test_unexpected_exception_is_internal_with_error_info(
         assert SECRET in caplog.text
     # The server is unharmed.
     assert (await client.list_tasks()).tasks[0].id == "t"
+
+
+# -- errors too large to deliver ------------------------------------------------------
+
+
+async def test_an_error_about_huge_fields_still_fits_in_the_trailers(
+    client: HeadwayClient, task: task_pb2.Task
+) -> None:
+    """Field paths quote map keys; thousands of long hostile keys must not blow the trailers.
+
+    gRPC clients refuse trailers over 16 KiB, which turned INVALID_ARGUMENT into a
+    RESOURCE_EXHAUSTED without any reason.
+    """
+    keys = {f"{'😀' * 3000}{i}": "v" for i in range(40)}
+    error = await refused(
+        client,
+        lambda: client.stub.CreateTask(
+            task_service_pb2.CreateTaskRequest(task_id="huge-keys", labels=keys)
+        ),
+    )
+    assert error.reason == "FIELD_VIOLATION"
+    assert error.field_violations, "the first violations are named"
+    assert all(len(field.encode()) <= 200 for field in error.field_violations)
+    assert int(error.metadata["violations_omitted"]) > 0, "the rest are counted"
+    assert len(str(error).encode()) < 2048
+
+    steps = [task_service_pb2.StepSpec(key="K" * 60 + str(i)) for i in range(1000)]
+    error = await refused(
+        client,
+        lambda: client.stub.AddSteps(task_service_pb2.AddStepsRequest(task_id="t", steps=steps)),
+    )
+    assert error.reason == "FIELD_VIOLATION"
+    assert "steps[0].key" in error.field_violations

@@ -40,9 +40,9 @@ from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hypothesis_settings
 
 from headway.server.config import Settings
-from tests.conftest import ServerHarness
 from tests.fuzz.runner import BenignWriter, FuzzRunner, Summary
 from tests.fuzz.strategies import Example, examples
+from tests.harness import ServerHarness
 
 SHORT_RUN_EXAMPLES = 900
 ROOT = Path(__file__).resolve().parents[2]

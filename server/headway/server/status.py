@@ -17,27 +17,53 @@ from headway.server.errors import HeadwayError, Kind
 
 ERROR_DOMAIN = "headway.v1"
 
+# The status travels in trailing metadata, which gRPC clients refuse beyond
+# 16 KiB (and may refuse beyond 8 KiB): an error too large to deliver would
+# reach the client as RESOURCE_EXHAUSTED with no reason at all. The message is
+# percent-encoded (up to 3 bytes per byte) and the details base64-encoded
+# (4 per 3), so these budgets keep the whole trailer near 5 KiB at most.
+MAX_MESSAGE_BYTES = 512
+MAX_DETAILS_BYTES = 3072
+MAX_TEXT_BYTES = 200  # one field path, description or metadata value
+
 
 def to_rpc_status(error: HeadwayError) -> grpc.Status:
-    """The status a client receives for `error`: code, message, ErrorInfo, BadRequest."""
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
-    )
-    details = [_pack(info)]
-    if error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
+    """The status a client receives for `error`: code, message, ErrorInfo, BadRequest.
+
+    Hostile input can make any part long (a field path names a 5,000-character
+    map key); every part is clipped, and violations beyond the budget are
+    counted in the ErrorInfo metadata (`violations_omitted`) instead of sent.
+    """
+    metadata = {key: _clip(value) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    budget = MAX_DETAILS_BYTES - info.ByteSize() - 64
+    bad_request = error_details_pb2.BadRequest()
+    for number, violation in enumerate(error.violations):
+        entry = error_details_pb2.BadRequest.FieldViolation(
+            field=_clip(violation.field), description=_clip(violation.description)
         )
+        budget -= entry.ByteSize() + 4
+        if budget < 0:
+            info.metadata["violations_omitted"] = str(len(error.violations) - number)
+            break
+        bad_request.field_violations.append(entry)
+    details = [_pack(info)]
+    if bad_request.field_violations:
         details.append(_pack(bad_request))
     status = status_pb2.Status(
-        code=_CODE_NUMBERS[error.kind], message=error.message, details=details
+        code=_CODE_NUMBERS[error.kind],
+        message=_clip(error.message, MAX_MESSAGE_BYTES),
+        details=details,
     )
     return rpc_status.to_status(status)
+
+
+def _clip(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (on a character boundary), marked if cut."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode(errors="ignore") + "…"
 
 
 def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
