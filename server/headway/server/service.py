@@ -20,6 +20,9 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 
 from headway.server import domain, mutations, paging, validation
+from headway.server.auth.context import bind, current_principal
+from headway.server.auth.credentials import Authenticator, Credentials, OpenAuthenticator
+from headway.server.auth.principal import authorize
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
@@ -34,16 +37,29 @@ from headway.v1 import log_pb2, task_pb2, task_service_pb2
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "headway.v1.TaskService"
-DEFAULT_TENANT = "default"
 
 Request = TypeVar("Request", bound=Message)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def tenant_of(context: Context) -> str:
-    """The tenant a call acts for. One tenant until authentication maps tokens to tenants."""
+    """The tenant a call acts for: its principal's, bound by the guard."""
     del context
-    return DEFAULT_TENANT
+    return current_principal().tenant
+
+
+def credentials_of(context: Context) -> Credentials:
+    """What a gRPC call presents: its authorization header and, under mTLS, its certificate."""
+    metadata = {key: value for key, value in context.invocation_metadata() or ()}
+    names = list(context.auth_context().get("x509_common_name", ()))
+    peer = names[0].decode(errors="replace") if names else None
+    authorization = metadata.get("authorization")
+    tenant = metadata.get("x-headway-tenant")
+    return Credentials(
+        authorization=authorization if isinstance(authorization, str) else None,
+        peer=peer,
+        tenant=tenant if isinstance(tenant, str) else None,
+    )
 
 
 class MalformedRequest:
@@ -382,12 +398,16 @@ class TaskService:
 
 def _guarded(
     handler: Callable[[Any, Context], Awaitable[Any]],
+    authenticator: Authenticator,
 ) -> Callable[[Any, Context], Awaitable[Any]]:
-    """Every RPC's one way out on failure: a status with ErrorInfo, never UNKNOWN.
+    """Every RPC's one way in and one way out on failure: a status with ErrorInfo.
 
-    Before the handler runs, an unparseable request is refused (MALFORMED_REQUEST)
-    and so is any Timestamp or Duration the server cannot store, whatever the
-    request type: checking here means no RPC, present or future, can forget it.
+    Before the handler runs, the caller is authenticated (UNAUTHENTICATED) and
+    bound as the call's principal, an unparseable request is refused
+    (MALFORMED_REQUEST), the principal's role is checked for the RPC
+    (PERMISSION_DENIED), and so is any Timestamp or Duration the server cannot
+    store, whatever the request type: checking here means no RPC, present or
+    future, can forget any of it.
     A `HeadwayError` becomes its status; anything else is a bug, logged with its
     traceback and answered with a plain INTERNAL so no Python detail leaks.
     """
@@ -395,8 +415,11 @@ def _guarded(
 
     async def guarded(request: Any, context: Context) -> Any:
         try:
+            principal = authenticator.authenticate(credentials_of(context))
+            bind(principal)
             if isinstance(request, MalformedRequest):
                 raise malformed_request(request.message_type)
+            authorize(principal, name)
             validation.check_times(request)
             return await handler(request, context)
         except HeadwayError as error:
@@ -429,7 +452,9 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-def handlers(service: TaskService) -> grpc.GenericRpcHandler[Any, Any]:
+def handlers(
+    service: TaskService, authenticator: Authenticator | None = None
+) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every RPC of the service descriptor.
 
     Built from the descriptor rather than the generated `add_..._to_server` so
@@ -441,7 +466,7 @@ def handlers(service: TaskService) -> grpc.GenericRpcHandler[Any, Any]:
     for method in descriptor.methods:
         request_type: type[Message] = getattr(task_service_pb2, method.input_type.name)
         response_type: type[Message] = getattr(task_service_pb2, method.output_type.name)
-        handler = _guarded(getattr(service, method.name))
+        handler = _guarded(getattr(service, method.name), authenticator or OpenAuthenticator())
         if method.server_streaming:
             methods[method.name] = grpc.unary_stream_rpc_method_handler(
                 handler,
