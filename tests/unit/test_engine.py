@@ -423,3 +423,37 @@ async def test_a_change_sqlite_cannot_hold_fails_alone_on_the_real_store(tmp_pat
         assert not any(e.is_log for e in history)
     finally:
         await rig.engine.stop()
+
+
+async def test_tenant_counts_follow_creates_rests_deletes_and_restarts(rig: Rig) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def counting(apply: Apply) -> Apply:
+        def wrapped(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+            seen.append((ctx.stored_tasks, ctx.active_tasks))
+            return apply(task, ctx)
+
+        return wrapped
+
+    def succeed(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        assert task is not None
+        domain.succeed_task(task, None, ctx.now)
+        return Change(ChangeKind.UPDATED, task)
+
+    def delete(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        assert task is not None
+        return Change(ChangeKind.DELETED, task)
+
+    await asyncio.gather(
+        *(rig.mutate(f"t{i}", counting(named(f"t{i}", create()))) for i in range(3))
+    )
+    assert seen == [(0, 0), (1, 1), (2, 2)], "creates in one group count each other"
+    await rig.mutate("t0", succeed)
+    assert rig.engine.counts("acme") == (3, 2)
+    await rig.mutate("t0", delete)
+    assert rig.engine.counts("acme") == (2, 2)
+    assert rig.engine.counts("globex") == (0, 0)
+    restarted = Rig(rig.store, make_settings(Path("/nonexistent")))
+    await restarted.engine.start()
+    assert restarted.engine.counts("acme") == (2, 2), "rebuilt from the store"
+    await restarted.engine.stop()

@@ -107,6 +107,9 @@ class MutationContext:
     now_ns: int
     lookup: Callable[[str], task_pb2.Task | None]
     lease_expire_ns: int
+    # The tenant's tasks before this change: all stored, and those not at rest.
+    stored_tasks: int = 0
+    active_tasks: int = 0
 
 
 # A mutation as a pure function: the task as it stands (a private copy, or None
@@ -137,6 +140,7 @@ class _Staged:
     requests: dict[RequestKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
     leases: dict[TaskKey, int] = field(default_factory=dict)
     stored: set[TaskKey] = field(default_factory=set)
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # tenant: (stored, active)
     events: list[EventRecord] = field(default_factory=list)
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
 
@@ -189,6 +193,7 @@ class Engine:
         self._leases: dict[TaskKey, int] = {}
         self._cancel_deadlines: dict[TaskKey, int] = {}
         self._finished: list[tuple[int, str, str]] = []
+        self._counts: dict[str, tuple[int, int]] = {}  # tenant: (stored, active)
         self.revision = 0
         # The compaction fence: history at or below it may be gone. It moves
         # before the store deletes anything, so no reader starts below it.
@@ -205,6 +210,8 @@ class Engine:
         for data, lease_expire_ns in loaded.tasks:
             task = task_pb2.Task.FromString(data)
             self._remember(task, lease_expire_ns)
+            stored, active = self.counts(task.tenant)
+            self._counts[task.tenant] = (stored + 1, active + (not domain.is_resting(task.state)))
         self._requests.remember(loaded.requests)
         for run in loaded.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
@@ -492,6 +499,7 @@ class Engine:
             working.CopyFrom(current)
         revision = staged.head + 1
         lease_before = staged.leases.get(key, self._leases.get(key, 0))
+        counts = staged.counts.get(command.tenant) or self.counts(command.tenant)
         now = timestamp_of(now_ns)
         ctx = MutationContext(
             tenant=command.tenant,
@@ -500,6 +508,8 @@ class Engine:
             now_ns=now_ns,
             lookup=lambda task_id: _lookup(self._tasks, staged.overlay, command.tenant, task_id),
             lease_expire_ns=lease_before,
+            stored_tasks=counts[0],
+            active_tasks=counts[1],
         )
         change = command.apply(working, ctx)
         if change.kind is ChangeKind.NONE:
@@ -520,6 +530,7 @@ class Engine:
         if lease_expire_ns != lease_before:
             staged.leases[key] = lease_expire_ns
         previous_state = current.state if current is not None else task.state
+        staged.counts[command.tenant] = _counted(counts, current, change)
         self._join(staged, command, change, encoded, previous_state, lease_expire_ns, now_ns)
         self._record_request(command, staged, revision, now_ns)
         return Outcome(revision, change.kind, task, lease_expire_ns)
@@ -656,6 +667,7 @@ class Engine:
         for run in staged.batch.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         self._requests.remember(record for _, record in staged.requests.values())
+        self._counts.update(staged.counts)
         self.revision = staged.head
 
     def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
@@ -687,6 +699,10 @@ class Engine:
             del order[position]
 
     # -- housekeeping -------------------------------------------------------------
+
+    def counts(self, tenant: str) -> tuple[int, int]:
+        """The tenant's (stored, not at rest) task counts, for quotas."""
+        return self._counts.get(tenant, (0, 0))
 
     def leases(self) -> ItemsView[TaskKey, int]:
         """The lease expiry (ns) of every task not at rest."""
@@ -730,6 +746,21 @@ class Engine:
     def request_records(self) -> dict[RequestKey, RequestRecord]:
         """A copy of the remembered request ids (for checks that nothing changed)."""
         return self._requests.snapshot()
+
+
+def _counted(
+    counts: tuple[int, int], before: task_pb2.Task | None, change: Change
+) -> tuple[int, int]:
+    """The tenant's (stored, active) counts after `change` to a task that was `before`."""
+    stored, active = counts
+    after = None if change.kind is ChangeKind.DELETED else change.task
+    if before is not None:
+        stored -= 1
+        active -= not domain.is_resting(before.state)
+    if after is not None:
+        stored += 1
+        active += not domain.is_resting(after.state)
+    return stored, active
 
 
 def _check_expected_revision(command: _Command, current: task_pb2.Task | None) -> None:
