@@ -141,7 +141,7 @@ async def _build(path: Path, tasks: int, events_per_task: int) -> int:
     try:
         for first in range(0, tasks, CHUNK_TASKS):
             chunk: dict[str, task_pb2.Task] = {}
-            batch = CommitBatch(head=revision)
+            batch = CommitBatch()
             ids = [f"history-{n:07d}" for n in range(first, min(first + CHUNK_TASKS, tasks))]
             for report in range(events_per_task):
                 for task_id in ids:
@@ -173,7 +173,7 @@ async def _build(path: Path, tasks: int, events_per_task: int) -> int:
                         )
                     )
             batch.upserts.extend(_task_row(task) for task in chunk.values())
-            batch.head = revision
+            batch.heads = {TENANT: revision}
             await store.commit(batch)
         return revision
     finally:

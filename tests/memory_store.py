@@ -27,10 +27,10 @@ from headway.server.store.base import (
 
 @dataclass
 class _Data:
-    head: int = 0
-    compacted: int = 0
+    heads: dict[str, int] = field(default_factory=dict)
+    compacted: dict[str, int] = field(default_factory=dict)
     tasks: dict[tuple[str, str], tuple[int, bytes, int]] = field(default_factory=dict)
-    events: dict[int, EventRecord] = field(default_factory=dict)
+    events: dict[tuple[str, int], EventRecord] = field(default_factory=dict)
     logs: dict[tuple[str, str, int, int], LogRecord] = field(default_factory=dict)
     requests: dict[tuple[str, str], RequestRecord] = field(default_factory=dict)
     durations: list[DurationRecord] = field(default_factory=list)
@@ -54,8 +54,8 @@ class MemoryStore:
         )[-max_requests:]
         tasks = sorted(data.tasks.values(), key=lambda row: row[0])
         return LoadedState(
-            head=data.head,
-            compacted=data.compacted,
+            heads=dict(data.heads),
+            compacted=dict(data.compacted),
             tasks=[(blob, lease) for _, blob, lease in tasks],
             requests=requests,
             durations=sorted(data.durations, key=lambda d: d.finish_ns),
@@ -86,14 +86,15 @@ class MemoryStore:
             for log_key in [k for k in data.logs if k[:2] == key]:
                 del data.logs[log_key]
         for event in batch.events:
-            if event.revision in data.events:
-                raise ValueError(f"revision {event.revision} is already stored")
-            data.events[event.revision] = event
+            key = (event.facts.tenant, event.revision)
+            if key in data.events:
+                raise ValueError(f"revision {event.revision} of {key[0]} is already stored")
+            data.events[key] = event
         for log in batch.logs:
             data.logs[(log.tenant, log.task_id, log.revision, log.index)] = log
         for request in batch.requests:
             data.requests[(request.tenant, request.request_id)] = request
-        data.head = batch.head
+        data.heads.update(batch.heads)
         self._data = data
         self.commits += 1
 
@@ -101,17 +102,18 @@ class MemoryStore:
         self, tenant: str, after: int, upto: int, limit: int
     ) -> list[EventRecord]:
         data = self._data
-        if after < data.compacted:
-            raise HistoryCompactedError(data.compacted)
+        compacted = data.compacted.get(tenant, 0)
+        if after < compacted:
+            raise HistoryCompactedError(compacted)
         found = [
             event
-            for revision, event in sorted(data.events.items())
-            if after < revision <= upto and event.facts.tenant == tenant
+            for (owner, revision), event in sorted(data.events.items())
+            if owner == tenant and after < revision <= upto
         ]
         return found[:limit]
 
-    async def read_event(self, revision: int) -> EventRecord | None:
-        return self._data.events.get(revision)
+    async def read_event(self, tenant: str, revision: int) -> EventRecord | None:
+        return self._data.events.get((tenant, revision))
 
     async def list_logs(self, query: LogQuery) -> list[bytes]:
         found = []
@@ -134,14 +136,14 @@ class MemoryStore:
             found.append(log.data)
         return found[: query.limit]
 
-    async def compact(self, upto: int) -> None:
+    async def compact(self, tenant: str, upto: int) -> None:
         if self.gate_compaction is not None:
             self.compaction_waiting.set()
             await self.gate_compaction.wait()
         data = self._data
-        for revision in [r for r in data.events if r <= upto]:
-            del data.events[revision]
-        data.compacted = max(data.compacted, upto)
+        for key in [k for k in data.events if k[0] == tenant and k[1] <= upto]:
+            del data.events[key]
+        data.compacted[tenant] = max(data.compacted.get(tenant, 0), upto)
 
     async def prune_requests(self, before_ns: int) -> None:
         data = self._data
@@ -158,8 +160,12 @@ class MemoryStore:
                 kept.append(run)
         self._data.durations = sorted(kept, key=lambda d: d.finish_ns)
 
-    async def revision_before(self, commit_ns: int) -> int:
-        older = [r for r, e in self._data.events.items() if e.commit_ns < commit_ns]
+    async def revision_before(self, tenant: str, commit_ns: int) -> int:
+        older = [
+            revision
+            for (owner, revision), event in self._data.events.items()
+            if owner == tenant and event.commit_ns < commit_ns
+        ]
         return max(older, default=0)
 
     async def close(self) -> None:

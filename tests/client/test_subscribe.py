@@ -219,7 +219,7 @@ async def test_compacted_history_is_surfaced_as_a_resync_then_a_snapshot(
         resync, snapshot, synced, updated = watcher.events
         assert isinstance(resync, Resync)
         assert resync.reason is ResyncReason.REVISION_COMPACTED
-        assert resync.oldest_revision == harness.running.engine.compacted
+        assert resync.oldest_revision == harness.running.engine.compacted("default")
         assert isinstance(snapshot, Snapshot)
         assert isinstance(synced, Synced)
         assert isinstance(updated, Updated)

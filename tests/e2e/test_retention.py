@@ -68,7 +68,7 @@ async def test_final_snapshot_outlives_compacted_history(
         await client.update_step("busy", "s", progress=task_pb2.Progress(fraction=i / 20))
     assert harness.running is not None
     await harness.running.janitor.compact()
-    assert harness.running.engine.compacted == 13  # 18 changes, the newest 5 kept
+    assert harness.running.engine.compacted("default") == 13  # 18 changes, the newest 5 kept
 
     # A late watcher still learns the outcome of the finished task.
     watcher = Collector().start(client)
@@ -80,7 +80,7 @@ async def test_final_snapshot_outlives_compacted_history(
 
     # And a restart keeps both the compaction mark and the final state.
     await harness.restart()
-    assert harness.running.engine.compacted == 13
+    assert harness.running.engine.compacted("default") == 13
     assert await harness.client().get_task("finished") == final
 
 
@@ -95,7 +95,7 @@ async def test_history_is_compacted_by_age(
     clock.advance(3 * 3600)
     await client.update_task("a", message="late")
     await clocked_harness.running.janitor.compact()
-    assert clocked_harness.running.engine.compacted == early
+    assert clocked_harness.running.engine.compacted("default") == early
 
     resumed = Collector().start(client, start_revision=early)
     events = await resumed.wait_revision(early + 1)
@@ -113,9 +113,9 @@ async def test_compaction_never_passes_a_catching_up_subscriber(
         await client.update_task("t", message=f"m{i}")
     assert harness.running is not None
     engine = harness.running.engine
-    pin = engine.pin(3)  # what a subscriber replaying from revision 3 holds
+    pin = engine.pin("default", 3)  # what a subscriber replaying from revision 3 holds
     await harness.running.janitor.compact()
-    assert engine.compacted == 3
+    assert engine.compacted("default") == 3
     engine.unpin(pin)
     await harness.running.janitor.compact()
-    assert engine.compacted == 10
+    assert engine.compacted("default") == 10

@@ -248,7 +248,7 @@ async def test_compacted_history_resyncs_or_fails(
             await client.update_step("c", "s", progress=task_pb2.Progress(fraction=i / 20))
         assert harness.running is not None
         await harness.running.janitor.compact()
-        oldest = harness.running.engine.compacted
+        oldest = harness.running.engine.compacted("default")
         assert oldest == 15
 
         watcher = Collector().start(client, start_revision=3, on_compacted=policy)

@@ -65,8 +65,8 @@ class Rig:
         engine = self.engine
         tasks = {t.id: t.SerializeToString(deterministic=True) for t in engine.tasks_of("acme")}
         return (
-            engine.revision,
-            self.hub.revision,
+            engine.head("acme"),
+            self.hub.head("acme"),
             tasks,
             engine.request_records(),
             engine.estimator.tracker_state(),
@@ -173,7 +173,7 @@ async def test_a_failed_commit_leaves_memory_revision_requests_and_rates_as_befo
 async def test_one_unstorable_mutation_fails_alone_and_its_group_mates_commit(rig: Rig) -> None:
     for i in range(10):
         await rig.mutate(f"t{i}", named(f"t{i}", create()))
-    first = rig.engine.revision
+    first = rig.engine.head("acme")
     subscriber = rig.hub.register(
         "acme",
         CompiledFilter.compile(task_service_pb2.TaskFilter()),
@@ -204,7 +204,7 @@ async def test_one_unstorable_mutation_fails_alone_and_its_group_mates_commit(ri
     assert seen[0] == 41, "all 41 mutations were staged as one group first"
     revisions = sorted(r.revision for r in good if isinstance(r, Outcome))
     assert revisions == list(range(first + 1, first + 41)), "no revision was skipped or reused"
-    assert rig.engine.revision == rig.hub.revision == first + 40
+    assert rig.engine.head("acme") == rig.hub.head("acme") == first + 40
     assert [e.revision for e in subscriber.take()] == revisions
     assert all(b"poison" not in t.SerializeToString() for t in rig.engine.tasks_of("acme"))
 
@@ -284,11 +284,11 @@ class GatedSqliteStore(SqliteStore):
         self.gate_compaction: asyncio.Event | None = None
         self.compaction_waiting = asyncio.Event()
 
-    async def compact(self, upto: int) -> None:
+    async def compact(self, tenant: str, upto: int) -> None:
         if self.gate_compaction is not None:
             self.compaction_waiting.set()
             await self.gate_compaction.wait()
-        await super().compact(upto)
+        await super().compact(tenant, upto)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -306,7 +306,7 @@ async def history_rig(
     await rig.mutate("t1", named("t1", create()))
     for i in range(38):
         await rig.mutate("t1", note(f"change {i}"))
-    assert rig.engine.revision == 39
+    assert rig.engine.head("acme") == 39
     yield rig
     await rig.engine.stop()
 
@@ -336,7 +336,7 @@ async def test_compaction_never_deletes_history_a_resuming_subscriber_has_not_re
     janitor = Janitor(rig.engine)
     compaction = asyncio.create_task(janitor.compact())
     await gated.compaction_waiting.wait()
-    assert rig.engine.compacted == 5, "the fence moved before the first delete"
+    assert rig.engine.compacted("acme") == 5, "the fence moved before the first delete"
 
     # The subscriber resumes between two compaction steps, above the fence.
     received: list[int] = []
@@ -346,12 +346,12 @@ async def test_compaction_never_deletes_history_a_resuming_subscriber_has_not_re
         assert received == [7, 8, 9]
         gated.gate_compaction.set()  # the janitor goes on while the reader is mid-history
         await compaction
-        assert rig.engine.compacted == 6, "compaction stopped at the reader's pin"
+        assert rig.engine.compacted("acme") == 6, "compaction stopped at the reader's pin"
         while received[-1] < 39:
             received += [e.revision for e in decode(await anext(batches))]
     assert received == list(range(7, 40)), "every change after the resume point, once"
     await janitor.compact()
-    assert rig.engine.compacted == 34, "with the reader gone, compaction catches up"
+    assert rig.engine.compacted("acme") == 34, "with the reader gone, compaction catches up"
 
 
 async def test_a_history_read_below_the_compaction_mark_resyncs_instead_of_skipping(
@@ -363,7 +363,7 @@ async def test_a_history_read_below_the_compaction_mark_resyncs_instead_of_skipp
         assert [e.revision for e in decode(await anext(batches))] == [7, 8, 9]
         # History vanishes under the reader without the fence it pinned (as a
         # compaction by another process would do): the next read must notice.
-        await rig.store.compact(20)
+        await rig.store.compact("acme", 20)
         events = decode(await anext(batches))
         while events[-1].WhichOneof("kind") != "synced":
             events += decode(await anext(batches))
@@ -383,7 +383,7 @@ async def test_a_history_read_below_the_compaction_mark_fails_when_asked_to(
     with resume_from(rig, 6, fail=True) as subscription:
         batches = subscription.batches()
         await anext(batches)
-        await rig.store.compact(20)
+        await rig.store.compact("acme", 20)
         with pytest.raises(HeadwayError) as raised:
             await anext(batches)
     assert (raised.value.kind, raised.value.reason) == (Kind.OUT_OF_RANGE, "REVISION_COMPACTED")
@@ -417,7 +417,7 @@ async def test_a_change_sqlite_cannot_hold_fails_alone_on_the_real_store(tmp_pat
         assert (poisoned.kind, poisoned.reason) == (Kind.INTERNAL, "CHANGE_NOT_STORABLE")
         good = [r for i, r in enumerate(results) if i != 10]
         assert all(isinstance(r, Outcome) for r in good)
-        assert rig.engine.revision == 44
+        assert rig.engine.head("acme") == 44
         history = await rig.store.read_events("acme", 0, 100, 100)
         assert [e.revision for e in history] == list(range(1, 45))
         assert not any(e.is_log for e in history)
@@ -457,3 +457,24 @@ async def test_tenant_counts_follow_creates_rests_deletes_and_restarts(rig: Rig)
     await restarted.engine.start()
     assert restarted.engine.counts("acme") == (2, 2), "rebuilt from the store"
     await restarted.engine.stop()
+
+
+async def test_revisions_count_per_tenant_and_say_nothing_of_others(rig: Rig) -> None:
+    async def mutate_in(tenant: str, task_id: str, apply: Apply) -> Outcome:
+        return await rig.engine.mutate(
+            tenant=tenant,
+            task_id=task_id,
+            method="Test",
+            actor=Actor.AGENT,
+            request=task_service_pb2.GetTaskRequest(task_id=task_id),
+            apply=apply,
+        )
+
+    await mutate_in("acme", "a", named("a", create()))
+    for i in range(50):  # a busy neighbour
+        await mutate_in("globex", f"g{i}", named(f"g{i}", create()))
+    outcome = await mutate_in("acme", "a", note("still here"))
+    assert outcome.revision == 2, "acme's second change is its revision 2"
+    assert (rig.engine.head("acme"), rig.engine.head("globex")) == (2, 50)
+    assert (rig.hub.head("acme"), rig.hub.head("globex")) == (2, 50)
+    assert [e.revision for e in await rig.store.read_events("acme", 0, 100, 100)] == [1, 2]

@@ -337,7 +337,7 @@ async def test_publish_queues_frames_and_wakes_subscribers() -> None:
     assert not subscriber.wakeup.is_set()
     hub.publish([make_event(1), make_event(2)])
     assert subscriber.wakeup.is_set()
-    assert hub.revision == 2
+    assert hub.head("acme") == 2
     assert revisions(subscriber) == [1, 2]
     assert subscriber.take() == [], "take empties the queue"
     assert subscriber.ended is None
@@ -382,7 +382,8 @@ async def test_tenants_are_isolated() -> None:
     assert revisions(acme) == [1]
     assert revisions(globex) == [2]
     hub.publish([make_event(3, make_task(tenant="initech"))])
-    assert hub.revision == 3, "the revision advances even when nobody listens"
+    assert hub.head("initech") == 3, "the revision advances even when nobody listens"
+    assert (hub.head("acme"), hub.head("globex")) == (1, 2), "each tenant has its own"
     assert acme.events == []
     assert globex.events == []
 
@@ -510,10 +511,11 @@ async def test_close_ends_everyone_and_refuses_new_subscribers() -> None:
 
 def test_advance_never_moves_the_revision_back() -> None:
     hub = make_hub()
-    hub.advance(10)
-    assert hub.revision == 10
-    hub.advance(4)
-    assert hub.revision == 10
+    hub.advance({"acme": 10})
+    assert hub.head("acme") == 10
+    hub.advance({"acme": 4, "globex": 4})
+    assert hub.head("acme") == 10
+    assert hub.head("globex") == 4
 
 
 # -- hub: linger ------------------------------------------------------------------------

@@ -113,7 +113,9 @@ class Settings(BaseSettings):
         "FULL", description="FULL: durable on power loss. NORMAL: durable on process crash."
     )
     history_retention_events: int = Field(
-        1_000_000, ge=1, description="Change events kept for resuming; older ones are compacted."
+        1_000_000,
+        ge=1,
+        description="Change events kept per tenant for resuming; older ones are compacted.",
     )
     history_retention: Duration = Field(
         timedelta(days=7), description="How long change events are kept for resuming."

@@ -4,9 +4,11 @@ All state changes happen on the event loop, one mutation at a time, in the
 order they are committed; nothing here needs a lock. A mutation is queued, and
 the commit loop takes every queued mutation at once, applies each to a private
 copy of its task (so a rejected one changes nothing), gives each accepted
-change the next revision, makes the whole group durable in one transaction,
+change the next revision of its tenant (revisions count per tenant, so they
+reveal nothing of other tenants' activity), makes the whole group durable in
+one transaction,
 and only then updates memory, publishes to the hub and answers the callers.
-Invariant: memory, the hub's revision and the store's head move together,
+Invariant: memory, the hub's revisions and the store's heads move together,
 after the commit, within one step of the loop; readers therefore never see a
 change that could still be lost.
 
@@ -134,8 +136,8 @@ class _Command:
 class _Staged:
     """A commit group being assembled: the batch for the store, and what follows it."""
 
-    head: int
     batch: CommitBatch
+    heads: dict[str, int] = field(default_factory=dict)  # tenants' revisions in the group
     overlay: dict[TaskKey, task_pb2.Task | None] = field(default_factory=dict)
     requests: dict[RequestKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
     leases: dict[TaskKey, int] = field(default_factory=dict)
@@ -161,7 +163,7 @@ def timestamp_of(ns: int) -> Timestamp:
 
 
 class Engine:
-    """Owns the tasks, the revision counter, request ids and the commit loop."""
+    """Owns the tasks, each tenant's revision counter, request ids and the commit loop."""
 
     def __init__(
         self,
@@ -180,7 +182,7 @@ class Engine:
         self._requests = RequestBook(settings.idempotency_max_records)
         self._queue: list[_Command] = []
         self._wake = asyncio.Event()
-        self._pins: dict[int, int] = {}
+        self._pins: dict[int, tuple[str, int]] = {}
         self._next_pin = 0
         self._commit_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -194,10 +196,10 @@ class Engine:
         self._cancel_deadlines: dict[TaskKey, int] = {}
         self._finished: list[tuple[int, str, str]] = []
         self._counts: dict[str, tuple[int, int]] = {}  # tenant: (stored, active)
-        self.revision = 0
-        # The compaction fence: history at or below it may be gone. It moves
-        # before the store deletes anything, so no reader starts below it.
-        self.compacted = 0
+        self._heads: dict[str, int] = {}
+        # Each tenant's compaction fence: history at or below it may be gone. It
+        # moves before the store deletes anything, so no reader starts below it.
+        self._compacted: dict[str, int] = {}
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -215,15 +217,15 @@ class Engine:
         self._requests.remember(loaded.requests)
         for run in loaded.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
-        self.revision = loaded.head
-        self.compacted = loaded.compacted
-        self._hub.advance(self.revision)
+        self._heads = dict(loaded.heads)
+        self._compacted = dict(loaded.compacted)
+        self._hub.advance(self._heads)
         self._commit_task = asyncio.create_task(self._commit_loop(), name="headway-commit-loop")
         logger.info(
-            "store open: %d tasks, revision %d, compacted %d",
+            "store open: %d tasks in %d tenants, %d changes",
             len(self._tasks),
-            self.revision,
-            self.compacted,
+            len(self._heads),
+            sum(self._heads.values()),
         )
 
     async def drain(self, *, at_least: float, at_most: float) -> None:
@@ -287,7 +289,19 @@ class Engine:
     def find(self, key: TaskKey) -> task_pb2.Task | None:
         return self._tasks.get(key)
 
-    def pin(self, revision: int) -> int:
+    def head(self, tenant: str) -> int:
+        """The tenant's revision: that of its latest committed change."""
+        return self._heads.get(tenant, 0)
+
+    def compacted(self, tenant: str) -> int:
+        """The tenant's compaction fence: its history at or below it may be gone."""
+        return self._compacted.get(tenant, 0)
+
+    def tenants(self) -> list[str]:
+        """Every tenant that has ever changed anything."""
+        return list(self._heads)
+
+    def pin(self, tenant: str, revision: int) -> int:
         """Keep history after `revision` from compaction while a subscriber catches up.
 
         Call it in the same step of the loop as the check against `compacted`:
@@ -295,11 +309,12 @@ class Engine:
         reader sees the moved fence.
         """
         self._next_pin += 1
-        self._pins[self._next_pin] = revision
+        self._pins[self._next_pin] = (tenant, revision)
         return self._next_pin
 
     def move_pin(self, pin: int, revision: int) -> None:
-        self._pins[pin] = revision
+        tenant, _ = self._pins[pin]
+        self._pins[pin] = (tenant, revision)
 
     def unpin(self, pin: int) -> None:
         self._pins.pop(pin, None)
@@ -345,7 +360,7 @@ class Engine:
 
     async def _replay(self, record: RequestRecord) -> Outcome:
         """The outcome of an already applied request, rebuilt from its recorded change."""
-        event = await self._store.read_event(record.revision)
+        event = await self._store.read_event(record.tenant, record.revision)
         if event is None:
             raise HeadwayError(
                 Kind.FAILED_PRECONDITION,
@@ -456,7 +471,7 @@ class Engine:
             command.future.set_exception(error)
 
     def _stage_group(self, commands: Sequence[_Command], now_ns: int) -> _Staged:
-        staged = _Staged(head=self.revision, batch=CommitBatch(head=self.revision))
+        staged = _Staged(batch=CommitBatch())
         for command in commands:
             if command.future.done():  # its caller gave up before the group formed
                 continue
@@ -480,7 +495,7 @@ class Engine:
         for key, lease_expire_ns in staged.leases.items():
             if key not in staged.stored and staged.overlay.get(key, True) is not None:
                 staged.batch.leases.append(LeaseRow(*key, lease_expire_ns))
-        staged.batch.head = staged.head
+        staged.batch.heads = dict(staged.heads)
         return staged
 
     def _stage(
@@ -497,7 +512,7 @@ class Engine:
         if current is not None:
             working = task_pb2.Task()
             working.CopyFrom(current)
-        revision = staged.head + 1
+        revision = staged.heads.get(command.tenant, self.head(command.tenant)) + 1
         lease_before = staged.leases.get(key, self._leases.get(key, 0))
         counts = staged.counts.get(command.tenant) or self.counts(command.tenant)
         now = timestamp_of(now_ns)
@@ -526,12 +541,14 @@ class Engine:
             return Outcome(task.revision, ChangeKind.LEASE, task, lease_expire_ns)
         encoded = self._encode(command, change, revision, now, now_ns)
         # Every check has passed: from here on the change joins the group.
-        staged.head = revision
+        staged.heads[command.tenant] = revision
         if lease_expire_ns != lease_before:
             staged.leases[key] = lease_expire_ns
         previous_state = current.state if current is not None else task.state
         staged.counts[command.tenant] = _counted(counts, current, change)
-        self._join(staged, command, change, encoded, previous_state, lease_expire_ns, now_ns)
+        self._join(
+            staged, command, change, revision, encoded, previous_state, lease_expire_ns, now_ns
+        )
         self._record_request(command, staged, revision, now_ns)
         return Outcome(revision, change.kind, task, lease_expire_ns)
 
@@ -579,6 +596,7 @@ class Engine:
         staged: _Staged,
         command: _Command,
         change: Change,
+        revision: int,
         encoded: _Encoded,
         previous_state: int,
         lease_expire_ns: int,
@@ -607,7 +625,7 @@ class Engine:
                 )
             )
         event = EventRecord(
-            revision=staged.head,
+            revision=revision,
             facts=TaskFacts.of(task, previous_state),
             is_log=change.kind is ChangeKind.LOGS,
             at_rest=change.kind is ChangeKind.DELETED or domain.is_resting(task.state),
@@ -668,7 +686,7 @@ class Engine:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         self._requests.remember(record for _, record in staged.requests.values())
         self._counts.update(staged.counts)
-        self.revision = staged.head
+        self._heads.update(staged.heads)
 
     def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
         key = (task.tenant, task.id)
@@ -731,13 +749,14 @@ class Engine:
     def has_finished_before(self, cutoff_ns: int) -> bool:
         return bool(self._finished) and self._finished[0][0] <= cutoff_ns
 
-    def compaction_floor(self) -> int | None:
-        """The oldest revision a catching-up subscriber still needs, if any."""
-        return min(self._pins.values()) if self._pins else None
+    def compaction_floor(self, tenant: str) -> int | None:
+        """The oldest revision of the tenant a catching-up subscriber still needs, if any."""
+        pinned = [revision for owner, revision in self._pins.values() if owner == tenant]
+        return min(pinned) if pinned else None
 
-    def fence_compaction(self, revision: int) -> None:
-        """Move the compaction fence up to `revision`, before the store deletes up to it."""
-        self.compacted = max(self.compacted, revision)
+    def fence_compaction(self, tenant: str, revision: int) -> None:
+        """Move the tenant's fence up to `revision`, before the store deletes up to it."""
+        self._compacted[tenant] = max(self.compacted(tenant), revision)
 
     def forget_requests_before(self, cutoff_ns: int) -> int:
         """Drop remembered request ids older than the cutoff; the oldest kept one's time."""

@@ -92,7 +92,7 @@ class ChangeFeed:
             include_logs=request.include_logs,
             stop_at_rest=request.end_at_rest,
         )
-        self.head = self._hub.revision
+        self.head = self._hub.head(self._tenant)
         return self
 
     def __exit__(
@@ -130,11 +130,11 @@ class ChangeFeed:
                 f"start_revision {start} is newer than the store's revision {self.head}",
                 {"revision": str(self.head)},
             )
-        elif start < self._engine.compacted:
-            caught_up = self._resync(self._engine.compacted)
+        elif start < self._engine.compacted(self._tenant):
+            caught_up = self._resync(self._engine.compacted(self._tenant))
         else:
             # No await between the fence check above and this pin.
-            self._pin = self._engine.pin(start)
+            self._pin = self._engine.pin(self._tenant, start)
             caught_up = self._history(start)
         at_rest = False
         async for batch, rested in caught_up:
@@ -187,7 +187,7 @@ class ChangeFeed:
             )
         # The snapshot is taken now, at the hub's current revision; queued live
         # changes it already contains are dropped, later ones follow it.
-        head = self._hub.revision
+        head = self._hub.head(self._tenant)
         self.subscriber.discard_through(head)
         notice = event_pb2.Event(
             revision=head,
@@ -209,7 +209,8 @@ class ChangeFeed:
                 )
             except HistoryCompactedError as compacted:
                 self._unpin()
-                async for item in self._resync(max(compacted.oldest, self._engine.compacted)):
+                oldest = max(compacted.oldest, self._engine.compacted(self._tenant))
+                async for item in self._resync(oldest):
                     yield item
                 return
             if not records:
@@ -245,8 +246,10 @@ class ChangeFeed:
             if not batch:
                 if not subscriber.heartbeat_due:
                     continue
-                beat = event_pb2.Event(revision=self._hub.revision, heartbeat=event_pb2.Heartbeat())
-                batch = [Notice(self._hub.revision, beat.SerializeToString())]
+                # The tenant's own revision: a heartbeat says nothing of other tenants.
+                head = self._hub.head(self._tenant)
+                beat = event_pb2.Event(revision=head, heartbeat=event_pb2.Heartbeat())
+                batch = [Notice(head, beat.SerializeToString())]
             subscriber.heartbeat_due = False
             yield batch
             if subscriber.rest_reached:

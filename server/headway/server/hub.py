@@ -14,7 +14,7 @@ writers or the other readers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter
@@ -104,7 +104,7 @@ class Subscriber:
 
 
 class Hub:
-    """Every live subscriber, by tenant, and the revision of the last published change."""
+    """Every live subscriber, by tenant, and each tenant's revision of its last published change."""
 
     def __init__(
         self,
@@ -114,7 +114,7 @@ class Hub:
         linger_per_subscriber: float = 0.0,
         linger_max: float = 0.0,
     ) -> None:
-        self.revision = 0
+        self._heads: dict[str, int] = {}
         self._capacity = capacity
         self._linger_per_subscriber = linger_per_subscriber
         self._linger_max = linger_max
@@ -172,7 +172,7 @@ class Hub:
         woken: set[Subscriber] = set()
         evicted: list[Subscriber] = []
         for event in events:
-            self.revision = event.revision
+            self._heads[event.facts.tenant] = event.revision
             members = self._by_tenant.get(event.facts.tenant)
             if not members:
                 continue
@@ -211,9 +211,14 @@ class Hub:
         if len(to_wake) > WAKE_CHUNK:
             asyncio.get_running_loop().call_soon(self._wake_some, to_wake[WAKE_CHUNK:])
 
-    def advance(self, revision: int) -> None:
-        """Record the store's revision when it moved without a publish (at start-up)."""
-        self.revision = max(self.revision, revision)
+    def head(self, tenant: str) -> int:
+        """The tenant's revision as far as subscribers know: its last published change."""
+        return self._heads.get(tenant, 0)
+
+    def advance(self, heads: Mapping[str, int]) -> None:
+        """Record the store's revisions when they moved without a publish (at start-up)."""
+        for tenant, revision in heads.items():
+            self._heads[tenant] = max(self.head(tenant), revision)
 
     def close(self, error: HeadwayError) -> None:
         """End every subscription with `error` (UNAVAILABLE at shutdown) and refuse new ones."""

@@ -182,7 +182,7 @@ class Janitor:
         return deleted
 
     async def compact(self) -> None:
-        """Drop history beyond the retained count and age, in steps, never past a reader.
+        """Drop each tenant's history beyond the retained count and age, never past a reader.
 
         Each step re-reads the oldest pin and moves the fence before it
         deletes: a subscriber that resumed since the last step has either
@@ -191,20 +191,26 @@ class Janitor:
         """
         engine = self._engine
         settings = self._settings
-        by_count = engine.revision - settings.history_retention_events
         cutoff = engine.now_ns() - int(settings.history_retention.total_seconds() * 1e9)
-        by_age = await engine.store.revision_before(cutoff)
-        target = max(by_count, by_age)
+        for tenant in engine.tenants():
+            if engine.compacted(tenant) >= engine.head(tenant):
+                continue
+            by_count = engine.head(tenant) - settings.history_retention_events
+            by_age = await engine.store.revision_before(tenant, cutoff)
+            await self._compact_tenant(tenant, max(by_count, by_age))
+
+    async def _compact_tenant(self, tenant: str, target: int) -> None:
+        engine = self._engine
         while True:
-            floor = engine.compaction_floor()
-            step = min(target, engine.compacted + COMPACTION_STEP)
+            floor = engine.compaction_floor(tenant)
+            step = min(target, engine.compacted(tenant) + COMPACTION_STEP)
             if floor is not None:
                 step = min(step, floor)
-            if step <= engine.compacted:
-                break
-            engine.fence_compaction(step)
-            await engine.store.compact(step)
-            logger.debug("history compacted up to revision %d", step)
+            if step <= engine.compacted(tenant):
+                return
+            engine.fence_compaction(tenant, step)
+            await engine.store.compact(tenant, step)
+            logger.debug("history of tenant %r compacted up to revision %d", tenant, step)
 
     async def prune(self) -> None:
         engine = self._engine

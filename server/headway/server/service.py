@@ -335,7 +335,9 @@ class TaskService:
         position = paging.decode(request.page_token, digest, 1)
         after = position[0] if position else 0
         task_filter = CompiledFilter.compile(request.filter)
-        response = task_service_pb2.ListTasksResponse(revision=self._engine.revision)
+        response = task_service_pb2.ListTasksResponse(
+            revision=self._engine.head(tenant_of(context))
+        )
         # A page ends at page_size tasks or at about max_response_bytes, whichever
         # comes first, so no task (each within max_task_bytes) can make it fail.
         size = 0

@@ -1,13 +1,17 @@
 """What the engine needs from durable storage, and the records that cross that line.
 
-The engine owns the state machine and the revision counter; a store only
+The engine owns the state machine and the revision counters; a store only
 makes batches of changes durable and reads history back. Keeping the store
 this narrow is what lets the same engine run on another backend.
+
+Revisions count per tenant: each tenant's changes are numbered 1, 2, 3, …
+with no gaps, whatever other tenants do, so a revision tells a tenant nothing
+about anybody else's activity. History is kept, read and compacted per tenant.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -92,7 +96,7 @@ class DurationRecord:
 class CommitBatch:
     """Everything one group commit makes durable, atomically."""
 
-    head: int
+    heads: dict[str, int] = field(default_factory=dict)  # each changed tenant's new revision
     upserts: list[TaskRow] = field(default_factory=list)
     deletes: list[tuple[str, str]] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
@@ -124,8 +128,8 @@ class LogQuery:
 class LoadedState:
     """What a store holds at start-up: enough to rebuild the engine's memory."""
 
-    head: int
-    compacted: int
+    heads: Mapping[str, int]  # each tenant's revision
+    compacted: Mapping[str, int]  # each tenant's compacted revision
     tasks: Sequence[tuple[bytes, int]]
     requests: Sequence[RequestRecord]
     durations: Sequence[DurationRecord]
@@ -172,16 +176,16 @@ class Store(Protocol):
         """
         ...
 
-    async def read_event(self, revision: int) -> EventRecord | None:
-        """The change with this revision, or None if it was compacted."""
+    async def read_event(self, tenant: str, revision: int) -> EventRecord | None:
+        """The tenant's change with this revision, or None if it was compacted."""
         ...
 
     async def list_logs(self, query: LogQuery) -> list[bytes]:
         """Serialized LogEntry messages matching the query, in (revision, index) order."""
         ...
 
-    async def compact(self, upto: int) -> None:
-        """Forget changes with revision <= upto; remember `upto` as compacted.
+    async def compact(self, tenant: str, upto: int) -> None:
+        """Forget the tenant's changes with revision <= upto; remember `upto` as compacted.
 
         The engine calls it in bounded steps, so each transaction stays short.
         """
@@ -195,8 +199,8 @@ class Store(Protocol):
         """Keep only the newest `keep` durations of each (tenant, kind, step key)."""
         ...
 
-    async def revision_before(self, commit_ns: int) -> int:
-        """The newest revision committed before this time, or 0."""
+    async def revision_before(self, tenant: str, commit_ns: int) -> int:
+        """The tenant's newest revision committed before this time, or 0."""
         ...
 
     async def close(self) -> None:

@@ -46,8 +46,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     lease_expire_ns INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tenant, task_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant TEXT PRIMARY KEY,
+    head INTEGER NOT NULL DEFAULT 0,
+    compacted INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
-    revision INTEGER PRIMARY KEY,
+    revision INTEGER NOT NULL,
     tenant TEXT NOT NULL,
     task_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -58,7 +63,8 @@ CREATE TABLE IF NOT EXISTS events (
     is_log INTEGER NOT NULL,
     at_rest INTEGER NOT NULL,
     commit_ns INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    PRIMARY KEY (tenant, revision)
 );
 CREATE TABLE IF NOT EXISTS logs (
     tenant TEXT NOT NULL,
@@ -90,7 +96,25 @@ CREATE TABLE IF NOT EXISTS durations (
     seconds REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS durations_by_key ON durations (tenant, kind, step_key, finish_ns);
-CREATE INDEX IF NOT EXISTS events_by_time ON events (commit_ns);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (tenant, commit_ns);
+"""
+
+SCHEMA_VERSION = 2
+
+# Version 1 numbered every change in one sequence for all tenants; it only ever
+# held tenant "default", whose revisions therefore stay as they are.
+MIGRATE_FROM_1 = """
+ALTER TABLE events RENAME TO events_v1;
+DROP INDEX IF EXISTS events_by_time;
+"""
+COPY_FROM_1 = """
+INSERT INTO events SELECT * FROM events_v1;
+DROP TABLE events_v1;
+INSERT INTO tenants (tenant, head, compacted)
+    SELECT 'default', COALESCE((SELECT value FROM meta WHERE key = 'head'), 0),
+           COALESCE((SELECT value FROM meta WHERE key = 'compacted'), 0)
+    WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'head');
+DELETE FROM meta WHERE key IN ('head', 'compacted');
 """
 
 _EVENT_COLUMNS = (
@@ -162,8 +186,8 @@ class SqliteStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self._connect()
             self._writer.execute("PRAGMA journal_mode = WAL")
-            self._writer.executescript(SCHEMA)
-            meta = dict(self._writer.execute("SELECT key, value FROM meta").fetchall())
+            _migrate(self._writer)
+            tenants = self._writer.execute("SELECT tenant, head, compacted FROM tenants").fetchall()
             tasks = self._writer.execute(
                 "SELECT data, lease_expire_ns FROM tasks ORDER BY create_revision"
             ).fetchall()
@@ -184,8 +208,8 @@ class SqliteStore:
             ]
             requests.reverse()
             return LoadedState(
-                head=meta.get("head", 0),
-                compacted=meta.get("compacted", 0),
+                heads={tenant: head for tenant, head, _ in tenants},
+                compacted={tenant: compacted for tenant, _, compacted in tenants if compacted},
                 tasks=tasks,
                 requests=requests,
                 durations=durations,
@@ -211,15 +235,15 @@ class SqliteStore:
             connection.execute("BEGIN")
             try:
                 row = connection.execute(
-                    "SELECT value FROM meta WHERE key = 'compacted'"
+                    "SELECT compacted FROM tenants WHERE tenant = ?", (tenant,)
                 ).fetchone()
                 compacted = int(row[0]) if row else 0
                 if after < compacted:
                     raise HistoryCompactedError(compacted)
                 rows = connection.execute(
                     f"SELECT {_EVENT_COLUMNS} FROM events "
-                    "WHERE revision > ? AND revision <= ? AND tenant = ? ORDER BY revision LIMIT ?",
-                    (after, upto, tenant, limit),
+                    "WHERE tenant = ? AND revision > ? AND revision <= ? ORDER BY revision LIMIT ?",
+                    (tenant, after, upto, limit),
                 ).fetchall()
             finally:
                 connection.execute("COMMIT")
@@ -227,10 +251,11 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def read_event(self, revision: int) -> EventRecord | None:
+    async def read_event(self, tenant: str, revision: int) -> EventRecord | None:
         def read(connection: sqlite3.Connection) -> EventRecord | None:
             row = connection.execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE revision = ?", (revision,)
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE tenant = ? AND revision = ?",
+                (tenant, revision),
             ).fetchone()
             return None if row is None else _event_from_row(row)
 
@@ -265,14 +290,17 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def compact(self, upto: int) -> None:
+    async def compact(self, tenant: str, upto: int) -> None:
         def compact(connection: sqlite3.Connection) -> None:
             with _transaction(connection):
-                connection.execute("DELETE FROM events WHERE revision <= ?", (upto,))
                 connection.execute(
-                    "INSERT INTO meta (key, value) VALUES ('compacted', ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    (upto,),
+                    "DELETE FROM events WHERE tenant = ? AND revision <= ?", (tenant, upto)
+                )
+                connection.execute(
+                    "INSERT INTO tenants (tenant, compacted) VALUES (?, ?) "
+                    "ON CONFLICT (tenant) DO UPDATE SET "
+                    "compacted = MAX(compacted, excluded.compacted)",
+                    (tenant, upto),
                 )
 
         await self._write(compact)
@@ -289,10 +317,11 @@ class SqliteStore:
 
         await self._write(prune)
 
-    async def revision_before(self, commit_ns: int) -> int:
+    async def revision_before(self, tenant: str, commit_ns: int) -> int:
         def read(connection: sqlite3.Connection) -> int:
             row = connection.execute(
-                "SELECT MAX(revision) FROM events WHERE commit_ns < ?", (commit_ns,)
+                "SELECT MAX(revision) FROM events WHERE tenant = ? AND commit_ns < ?",
+                (tenant, commit_ns),
             ).fetchone()
             return int(row[0] or 0)
 
@@ -396,11 +425,35 @@ def _commit(connection: sqlite3.Connection, batch: CommitBatch) -> None:
                     for r in batch.requests
                 ],
             )
-        connection.execute(
-            "INSERT INTO meta (key, value) VALUES ('head', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (batch.head,),
-        )
+        if batch.heads:
+            connection.executemany(
+                "INSERT INTO tenants (tenant, head) VALUES (?, ?) "
+                "ON CONFLICT (tenant) DO UPDATE SET head = excluded.head",
+                list(batch.heads.items()),
+            )
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION, in one transaction."""
+    with _transaction(connection):
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        had_events = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        if version < 2 and had_events:
+            _run(connection, MIGRATE_FROM_1)
+            _run(connection, SCHEMA)
+            _run(connection, COPY_FROM_1)
+        else:
+            _run(connection, SCHEMA)
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _run(connection: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the open transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            connection.execute(statement)
 
 
 def _contains_folded(text: str | None, needle: str | None) -> bool:
