@@ -95,7 +95,7 @@ Global___Synced: _TypeAlias = Synced  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):
-    """A keep-alive that carries the store's current revision in `Event.revision`:
+    """A keep-alive that carries the tenant's current revision in `Event.revision`:
     a client that resumes from it misses nothing, even if no matching change
     happened for a long time.
     """
@@ -166,8 +166,8 @@ class Event(_message.Message):
     RESYNC_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
-    """The revision of the change, or for control events the store's revision
-    when the event was sent.
+    """The revision of the change, or for control events the tenant's revision
+    when the event was sent. Revisions count per tenant.
     """
     @_builtins.property
     def snapshot(self) -> _task_pb2.Task:

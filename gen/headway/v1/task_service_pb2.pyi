@@ -1197,8 +1197,8 @@ class ListTasksResponse(_message.Message):
     next_page_token: _builtins.str
     """The token of the next page; empty on the last page."""
     revision: _builtins.int
-    """The store's revision when this page was read. Subscribe from it to follow
-    changes after a listing.
+    """The tenant's revision when this page was read. Subscribe from it to
+    follow changes after a listing.
     """
     @_builtins.property
     def tasks(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]:

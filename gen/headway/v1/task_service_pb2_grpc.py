@@ -30,8 +30,13 @@ class TaskServiceStub:
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes
@@ -157,8 +162,13 @@ class TaskServiceServicer:
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes
@@ -462,8 +472,13 @@ class TaskService:
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes

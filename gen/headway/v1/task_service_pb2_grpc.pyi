@@ -31,8 +31,13 @@ class TaskServiceStub:
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes
@@ -177,8 +182,13 @@ class TaskServiceAsyncStub(TaskServiceStub):
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes
@@ -319,8 +329,13 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every mutation is validated against the task and step state machines (see
     TaskState and StepState), applied atomically, durably committed, and given
-    the next value of one global, strictly increasing revision before it is
+    the next value of its tenant's strictly increasing revision before it is
     acknowledged. A rejected mutation changes nothing and emits nothing.
+
+    Revisions count per tenant: a tenant's changes are numbered 1, 2, 3, … with
+    no gaps, whatever other tenants do, so a revision (of a task, a change, a
+    heartbeat or a listing) reveals nothing of any other tenant's activity.
+    Every revision a client sees, sends or resumes from is its tenant's.
 
     Common rules for mutations:
     - `request_id` (optional, up to 64 characters, a UUID is recommended) makes
