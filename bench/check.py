@@ -72,6 +72,12 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | No
     for agents, by_server in results.get("max_writes", {}).items():
         for label, figures in by_server.items():
             runs.append((f"max writes {agents} agents {label}", figures, None))
+    for state in ("off", "on"):
+        if "auth" in results:
+            runs.append((f"auth {state}", results["auth"].get(state, {}), None))
+    for part in ("alone", "beside_noisy"):
+        if "tenants" in results:
+            runs.append((f"tenants {part}", results["tenants"].get(part, {}), None))
     for server, figures in results.get("idle_memory", {}).items():
         runs.append((f"idle memory {server}", figures, None))
     history = results.get("history", {})
@@ -86,6 +92,8 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
     expected = {
         "paced": ("paced", len(profile.paced)),
         "max": ("max_writes", len(profile.max_agents)),
+        "auth": ("auth", None),
+        "tenants": ("tenants", None),
         "idle": ("idle_memory", 2),
         "history": ("history", None),
     }
@@ -108,8 +116,14 @@ def anomalies(results: dict[str, Any]) -> list[str]:
     for where, r, rate in _runs(results):
         if not r or "error" in r:
             continue
-        if where.startswith(("paced", "max writes")):
+        if where.startswith(("paced", "max writes", "auth")):
             found += _load_anomalies(where, r, rate)
+        elif where.startswith("tenants"):
+            # The noisy tenant's refused writes are the point; the quiet one's must all land.
+            quiet = (r.get("per_writer") or [{}])[0]
+            found += _positive(f"{where} quiet tenant", quiet, "writes_per_s")
+            if quiet.get("errors"):
+                found.append(f"{where}: the quiet tenant's writes failed: {quiet['errors']}")
         elif where.startswith("idle"):
             found += _positive(where, r, "rss_before_mib", "rss_after_mib", "kib_per_subscriber")
         elif where == "history empty":

@@ -45,6 +45,11 @@ class LoadSpec:
     subscriber_procs: int = 1
     connections_per_proc: int = 1
     writer_procs: int = 1
+    # With authentication: each writer process's token (cycled), the subscribers' token.
+    writer_tokens: tuple[str, ...] = ()
+    subscriber_token: str | None = None
+    # Each writer process's own rate (None: as fast as acks allow), instead of a share of `rate`.
+    writer_rates: tuple[float | None, ...] | None = None
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -58,7 +63,9 @@ def _start_subscribers(load: LoadSpec, target: str, started: list[Child]) -> lis
     children = []
     procs = min(load.subscriber_procs, load.subscribers)
     for i, streams in enumerate(split(load.subscribers, procs) if load.subscribers else []):
-        plan = SubscriberPlan(target, streams, min(load.connections_per_proc, streams))
+        plan = SubscriberPlan(
+            target, streams, min(load.connections_per_proc, streams), token=load.subscriber_token
+        )
         children.append(Child(f"subscribers-{i}", subscriber_process, plan))
         started.append(children[-1])
     for child in children:
@@ -71,7 +78,11 @@ def _start_writers(load: LoadSpec, target: str, started: list[Child]) -> list[Ch
     children = []
     for i, agents in enumerate(split(load.agents, load.writer_procs)):
         rate = None if load.rate is None else load.rate * agents / load.agents
-        children.append(Child(f"writers-{i}", writer_process, WriterPlan(target, i, agents, rate)))
+        if load.writer_rates is not None:
+            rate = load.writer_rates[i]
+        token = load.writer_tokens[i % len(load.writer_tokens)] if load.writer_tokens else None
+        plan = WriterPlan(target, i, agents, rate, token)
+        children.append(Child(f"writers-{i}", writer_process, plan))
         started.append(children[-1])
     for child in children:
         child.expect("ready", 60)
@@ -211,4 +222,12 @@ def _figures(
         "subscriber_connections": sum(r.connections for r in sub_reports),
         "writer_procs": len(writer_reports),
         "server_connections": connections,
+        "per_writer": [
+            {
+                "writes_per_s": round(w.acked_in_window / seconds, 1),
+                "ack_latency": summary_ms(merge([w.ack_latencies])),
+                "errors": w.errors,
+            }
+            for w in writer_reports
+        ],
     }

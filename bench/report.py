@@ -142,6 +142,63 @@ def _max_writes(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _auth(results: dict[str, Any]) -> list[str]:
+    auth = results.get("auth")
+    if not auth:
+        return []
+    lines = ["## Authentication (8 agents, as fast as acks allow, N=0)", ""]
+    lines.append(
+        "Every call carries a bearer token checked against a token file (on) or no token at "
+        "all (off); the same server otherwise, back to back."
+    )
+    lines.append("")
+    extra = [
+        ["**server CPU per write, on / off**", _fmt(auth.get("cpu_per_write_ratio"), 2), ""],
+        ["**writes/s, on / off**", _fmt(auth.get("writes_ratio"), 2), ""],
+    ]
+    return lines + _load_table(
+        [("authentication off", auth.get("off", {})), ("on", auth.get("on", {}))], extra
+    )
+
+
+def _tenants(results: dict[str, Any]) -> list[str]:
+    tenants = results.get("tenants")
+    if not tenants:
+        return []
+    alone = (tenants.get("alone", {}).get("per_writer") or [{}])[0]
+    beside = tenants.get("beside_noisy", {}).get("per_writer") or [{}, {}]
+    rows = []
+    for label, figures in (
+        ("quiet tenant alone", alone),
+        ("quiet tenant beside the noisy one", beside[0]),
+        ("noisy tenant (held to its quota)", beside[-1]),
+    ):
+        ack = figures.get("ack_latency", {})
+        rows.append(
+            [
+                label,
+                _fmt(figures.get("writes_per_s")),
+                _fmt(ack.get("p50_ms")),
+                _fmt(ack.get("p99_ms")),
+                ", ".join(f"{k} {v}" for k, v in (figures.get("errors") or {}).items()) or "-",
+            ]
+        )
+    lines = [
+        "## Noisy neighbours (per-tenant mutation quota)",
+        "",
+        f"A quiet tenant writes {_fmt(tenants.get('quiet_rate'))} updates/s; beside it a noisy "
+        f"tenant writes as fast as it can, held to {tenants.get('noisy_quota')} mutations/s.",
+        "",
+    ]
+    lines += _table(["writer", "writes/s", "ack p50 ms", "ack p99 ms", "refused"], rows)
+    lines += [
+        f"Quiet tenant beside / alone: writes/s {_fmt(tenants.get('quiet_writes_ratio'), 2)}, "
+        f"ack p99 {_fmt(tenants.get('quiet_p99_ratio'), 2)}.",
+        "",
+    ]
+    return lines
+
+
 def _idle(results: dict[str, Any]) -> list[str]:
     idle = results.get("idle_memory")
     if not idle:
@@ -280,6 +337,8 @@ def render(results: dict[str, Any]) -> str:
         *_targets(results),
         *_paced(results),
         *_max_writes(results),
+        *_auth(results),
+        *_tenants(results),
         *_idle(results),
         *_history(results),
     ]

@@ -19,11 +19,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench import check, extras, machine, report
 from bench.history import ensure_history
+from bench.identity import write_token_file
 from bench.load import LoadSpec, run_load
 from bench.scenarios import PROFILES, Profile
 from bench.servers import BASELINE, ServerSpec
@@ -33,7 +35,11 @@ from bench.targets import evaluate
 OUT = Path("bench/out")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL"))
 HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL"))
-SECTIONS = ("paced", "max", "idle", "history")
+SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history")
+# Noisy neighbours: a quiet tenant's paced writes beside a tenant writing flat out,
+# with the per-tenant mutation quota set to this rate.
+QUIET_RATE = 50.0
+NOISY_QUOTA = 300
 # A run during which other processes used more CPU than this is repeated once, budget allowing.
 DISTURBED_CORES = 0.3
 
@@ -131,6 +137,87 @@ class Runner:
                 )
             }
 
+    def auth(self) -> None:
+        """The cost of authenticating every write: 8 agents flat out, token file vs none."""
+        p = self.profile
+        tokens = write_token_file(
+            self.workroot / "auth-tokens", [("bench-agent", "bench", "agent")]
+        )
+        with_auth = ServerSpec(
+            "headway", (*HEADWAY_FULL.args, "--auth-token-file", str(self.workroot / "auth-tokens"))
+        )
+        load = LoadSpec(
+            subscribers=0,
+            agents=8,
+            rate=None,
+            warmup=p.max_warmup,
+            duration=p.max_duration,
+            drain_timeout=p.drain_timeout,
+        )
+        authed = replace(load, writer_tokens=(tokens["bench-agent"],))
+        section = {
+            "off": self._load("auth-off", HEADWAY_FULL, load),
+            "on": self._load("auth-on", with_auth, authed),
+        }
+        off, on = section["off"], section["on"]
+        section["cpu_per_write_ratio"] = ratio(
+            on.get("server_cpu_us_per_write"), off.get("server_cpu_us_per_write")
+        )
+        section["writes_ratio"] = ratio(on.get("writes_per_s"), off.get("writes_per_s"))
+        self.results["auth"] = section
+
+    def tenants(self) -> None:
+        """A quiet tenant's writes, alone and beside a noisy one held to its mutation quota."""
+        p = self.profile
+        token_file = self.workroot / "tenant-tokens"
+        tokens = write_token_file(
+            token_file, [("quiet-agent", "quiet", "agent"), ("noisy-agent", "noisy", "agent")]
+        )
+        spec = ServerSpec(
+            "headway",
+            (
+                *HEADWAY_FULL.args,
+                "--auth-token-file",
+                str(token_file),
+                "--quota-mutation-rate",
+                str(NOISY_QUOTA),
+                "--quota-mutation-burst",
+                str(NOISY_QUOTA),
+            ),
+        )
+        alone = LoadSpec(
+            subscribers=0,
+            agents=8,
+            rate=QUIET_RATE,
+            warmup=p.max_warmup,
+            duration=p.max_duration,
+            drain_timeout=p.drain_timeout,
+            writer_tokens=(tokens["quiet-agent"],),
+        )
+        beside = replace(
+            alone,
+            agents=16,
+            writer_procs=2,
+            writer_tokens=(tokens["quiet-agent"], tokens["noisy-agent"]),
+            writer_rates=(QUIET_RATE, None),
+        )
+        section: dict[str, Any] = {"quiet_rate": QUIET_RATE, "noisy_quota": NOISY_QUOTA}
+        section["alone"] = self._load("quiet-alone", spec, alone)
+        section["beside_noisy"] = self._load("quiet-beside-noisy", spec, beside)
+        quiet_alone = (section["alone"].get("per_writer") or [{}])[0]
+        writers = section["beside_noisy"].get("per_writer") or [{}, {}]
+        quiet, noisy = writers[0], writers[-1]
+        section["quiet_writes_ratio"] = ratio(
+            quiet.get("writes_per_s"), quiet_alone.get("writes_per_s")
+        )
+        section["quiet_p99_ratio"] = ratio(
+            quiet.get("ack_latency", {}).get("p99_ms"),
+            quiet_alone.get("ack_latency", {}).get("p99_ms"),
+        )
+        section["noisy_writes_per_s"] = noisy.get("writes_per_s")
+        section["noisy_refused"] = noisy.get("errors", {})
+        self.results["tenants"] = section
+
     def idle(self) -> None:
         p = self.profile
         self.results["idle_memory"] = {
@@ -209,6 +296,8 @@ def main() -> None:
     actions = {
         "paced": runner.paced,
         "max": runner.max_writes,
+        "auth": runner.auth,
+        "tenants": runner.tenants,
         "idle": runner.idle,
         "history": runner.history,
     }

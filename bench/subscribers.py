@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 import grpc
 
 from bench.children import FAR_FUTURE_NS, Window, receive, run_child
+from bench.identity import bearer
 from bench.wire import MARKER, SUBSCRIBE
 from headway.v1 import task_service_pb2
 
@@ -31,6 +32,7 @@ class SubscriberPlan:
     streams: int
     connections: int
     ready_timeout: float = 60.0
+    token: str | None = None
 
 
 @dataclass
@@ -137,7 +139,9 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
     for index, stream in enumerate(streams):
         channel = channels[index % len(channels)]
         subscribe = channel.unary_stream(SUBSCRIBE)  # raw bytes in and out
-        call: grpc.aio.UnaryStreamCall[bytes, bytes] = subscribe(request)
+        call: grpc.aio.UnaryStreamCall[bytes, bytes] = subscribe(
+            request, metadata=bearer(plan.token)
+        )
         calls.append(call)
         watchers.append(asyncio.create_task(_watch(call, stream, tally, plan.streams)))
     try:

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection
 import grpc
 
 from bench.children import Window, receive, run_child
+from bench.identity import bearer
 from bench.wire import CREATE_TASK, UPDATE_STEP, create_request, task_id, update_request
 
 
@@ -30,6 +31,7 @@ class WriterPlan:
     index: int
     agents: int
     rate: float | None  # updates/s for the whole process; None: as fast as acks allow
+    token: str | None = None  # the bearer token of this process's principal, if any
 
 
 @dataclass
@@ -46,9 +48,15 @@ class WriterReport:
 
 
 class _Agent:
-    def __init__(self, task: str, update: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]) -> None:
+    def __init__(
+        self,
+        task: str,
+        update: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
         self.task = task
         self.update = update
+        self.metadata = metadata
         self.seq = 0
 
 
@@ -80,7 +88,7 @@ async def _run_agent(
         agent.seq += 1
         report.sent += 1
         try:
-            await agent.update(update_request(agent.task, agent.seq, sent))
+            await agent.update(update_request(agent.task, agent.seq, sent), metadata=agent.metadata)
         except grpc.aio.AioRpcError as error:
             errors[error.code().name] += 1
             continue
@@ -95,9 +103,10 @@ async def _main(conn: Connection, plan: WriterPlan) -> None:
     channel = grpc.aio.insecure_channel(plan.target)
     create = channel.unary_unary(CREATE_TASK)
     update = channel.unary_unary(UPDATE_STEP)
-    agents = [_Agent(task_id(plan.index, i), update) for i in range(plan.agents)]
+    metadata = bearer(plan.token)
+    agents = [_Agent(task_id(plan.index, i), update, metadata) for i in range(plan.agents)]
     for agent in agents:
-        await create(create_request(agent.task), timeout=30)
+        await create(create_request(agent.task), timeout=30, metadata=metadata)
     conn.send(("ready", plan.agents))
 
     _, window = await receive(conn)
