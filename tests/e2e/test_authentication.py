@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from headway.server.config import Settings
 from headway.v1 import task_service_pb2, task_service_pb2_grpc
 from tests.clock import FakeClock
 from tests.harness import QUIET, ServerHarness, StartClocked
+from tests.processes import ServerProcess
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 MakeSettings = Callable[..., Settings]
@@ -503,3 +505,70 @@ async def test_without_authentication_there_is_nothing_to_mint(
     finally:
         await c.channel.close()
         await harness.close()
+
+
+# -- `headway-server token create|revoke` -------------------------------------------------
+
+
+def token_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headway.server", "token", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def status_of(call: Callable[[], object]) -> grpc.StatusCode | None:
+    """None if the call succeeds, else its status code."""
+    try:
+        call()
+    except grpc.RpcError as error:
+        return error.code()  # type: ignore[attr-defined,no-any-return]
+    return None
+
+
+def test_the_token_command_makes_tokens_a_running_server_accepts(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    made = token_command(
+        *("create", "--token-file", str(token_file)),
+        *("--name", "ci", "--tenant", "acme", "--role", "agent"),
+    )
+    assert made.returncode == 0, made.stderr
+    secret = made.stdout.strip()
+    assert secret.startswith("hw_")
+    assert made.stdout == secret + "\n"  # only the token on stdout; the hint on stderr
+    assert "shown once" in made.stderr
+    assert secret not in token_file.read_text()
+    assert token_file.stat().st_mode & 0o777 == 0o600
+
+    server = ServerProcess(tmp_path / "headway.db", "--auth-token-file", str(token_file)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = task_service_pb2_grpc.TaskServiceStub(channel)
+            bearer = (("authorization", f"Bearer {secret}"),)
+            created = stub.CreateTask(create("t1"), metadata=bearer, timeout=10)
+            assert created.task.tenant == "acme"
+
+            revoked = token_command("revoke", "--token-file", str(token_file), "--name", "ci")
+            assert revoked.returncode == 0, revoked.stderr
+            assert server.process is not None
+            server.process.send_signal(signal.SIGHUP)  # at once, not within the second
+            deadline = time.monotonic() + 5
+            while (code := status_of(lambda: stub.GetTask(get("t1"), metadata=bearer))) is None:
+                assert time.monotonic() < deadline, "the revoked token still works"
+                time.sleep(0.05)
+            assert code == UNAUTHENTICATED
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert "authentication: token file" in server.log.read_text()
+    assert "reloaded token file" in server.log.read_text()
+
+    again = token_command("revoke", "--token-file", str(token_file), "--name", "ci")
+    assert again.returncode == 1
+    bad = token_command(
+        *("create", "--token-file", str(token_file)),
+        *("--name", "bad/name", "--tenant", "acme", "--role", "agent"),
+    )
+    assert bad.returncode == 2
+    assert "name 'bad/name' must be" in bad.stderr

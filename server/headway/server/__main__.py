@@ -1,4 +1,8 @@
-"""`python -m headway.server`: run the server until SIGINT or SIGTERM."""
+"""`python -m headway.server`: run the server until SIGINT or SIGTERM.
+
+`python -m headway.server token create|revoke …` edits a token file instead
+(see headway.server.auth.command).
+"""
 
 from __future__ import annotations
 
@@ -41,6 +45,11 @@ def describe(error: ValidationError) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["token"]:
+        # `headway-server token create|revoke …`: edit the token file; no server.
+        from headway.server.auth.command import main as token_main
+
+        raise SystemExit(token_main(sys.argv[2:]))
     try:
         settings = Settings(_cli_parse_args=True)
     except ValidationError as error:
