@@ -174,3 +174,14 @@ def test_a_file_created_before_is_left_with_its_mode(tmp_path: Path) -> None:
     os.chmod(path, 0o640)
     append_token(path, "bot", "acme", "agent")
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_the_readme_example_file_parses() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Authentication", 1)[1]
+    example = section.split("```text\n", 1)[1].split("```", 1)[0]
+    table = parse(example, allow_cross_tenant=True)
+    assert [entry.name for entry in table.tokens.values()] == ["ci-runner", "ops"]
+    assert list(table.certificates) == ["dashboard.acme.example"]
+    with pytest.raises(TokenFileError, match="line 6"):
+        parse(example, allow_cross_tenant=False)
