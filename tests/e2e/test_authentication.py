@@ -490,7 +490,7 @@ async def test_read_token_requests_are_checked_and_their_ttl_bounded(
 
 
 async def test_without_authentication_there_is_nothing_to_mint(
-    caller: tuple[ServerHarness, Caller], make_settings: MakeSettings, tmp_path: Path
+    make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     harness = ServerHarness(make_settings(database=tmp_path / "open.db", **QUIET))
     await harness.start()
