@@ -155,6 +155,11 @@ class TaskServiceStub:
                 request_serializer=headway_dot_v1_dot_task__service__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=headway_dot_v1_dot_task__service__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.CreateReadToken = channel.unary_unary(
+                '/headway.v1.TaskService/CreateReadToken',
+                request_serializer=headway_dot_v1_dot_task__service__pb2.CreateReadTokenRequest.SerializeToString,
+                response_deserializer=headway_dot_v1_dot_task__service__pb2.CreateReadTokenResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -371,6 +376,23 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateReadToken(self, request, context):
+        """Mints a read-only bearer token for embedding progress in another page:
+        it can read (GetTask, ListTasks, ListLogs, Subscribe) only the one task
+        named by `task_id`, or only the tasks carrying every label in `labels`,
+        of the caller's tenant, until `expire_time`. It cannot mutate anything
+        nor mint further tokens. Send it as `authorization: Bearer <token>`.
+        The caller needs the read permission; a read token cannot mint another.
+        Errors: INVALID_ARGUMENT (neither or both of `task_id` and `labels`);
+        NOT_FOUND (`TASK_NOT_FOUND`) when `task_id` names no task of the tenant;
+        PERMISSION_DENIED (`SCOPED_TOKEN`) when the caller itself holds a read
+        token; FAILED_PRECONDITION (`AUTHENTICATION_OFF`) when the server runs
+        without authentication, where every caller is already an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -458,6 +480,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=headway_dot_v1_dot_task__service__pb2.SubscribeRequest.FromString,
                     response_serializer=headway_dot_v1_dot_task__service__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'CreateReadToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReadToken,
+                    request_deserializer=headway_dot_v1_dot_task__service__pb2.CreateReadTokenRequest.FromString,
+                    response_serializer=headway_dot_v1_dot_task__service__pb2.CreateReadTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -955,6 +982,33 @@ class TaskService:
             '/headway.v1.TaskService/Subscribe',
             headway_dot_v1_dot_task__service__pb2.SubscribeRequest.SerializeToString,
             headway_dot_v1_dot_task__service__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReadToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/headway.v1.TaskService/CreateReadToken',
+            headway_dot_v1_dot_task__service__pb2.CreateReadTokenRequest.SerializeToString,
+            headway_dot_v1_dot_task__service__pb2.CreateReadTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

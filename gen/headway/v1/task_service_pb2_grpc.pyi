@@ -175,6 +175,19 @@ class TaskServiceStub:
     is newer than the store); RESOURCE_EXHAUSTED (`SUBSCRIBER_TOO_SLOW`,
     `TOO_MANY_SUBSCRIBERS`); UNAVAILABLE at shutdown.
     """
+    CreateReadToken: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateReadTokenRequest, _task_service_pb2.CreateReadTokenResponse]
+    """Mints a read-only bearer token for embedding progress in another page:
+    it can read (GetTask, ListTasks, ListLogs, Subscribe) only the one task
+    named by `task_id`, or only the tasks carrying every label in `labels`,
+    of the caller's tenant, until `expire_time`. It cannot mutate anything
+    nor mint further tokens. Send it as `authorization: Bearer <token>`.
+    The caller needs the read permission; a read token cannot mint another.
+    Errors: INVALID_ARGUMENT (neither or both of `task_id` and `labels`);
+    NOT_FOUND (`TASK_NOT_FOUND`) when `task_id` names no task of the tenant;
+    PERMISSION_DENIED (`SCOPED_TOKEN`) when the caller itself holds a read
+    token; FAILED_PRECONDITION (`AUTHENTICATION_OFF`) when the server runs
+    without authentication, where every caller is already an admin.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -322,6 +335,19 @@ class TaskServiceAsyncStub(TaskServiceStub):
     retained history and `on_compacted` is FAIL; `REVISION_IN_FUTURE` when it
     is newer than the store); RESOURCE_EXHAUSTED (`SUBSCRIBER_TOO_SLOW`,
     `TOO_MANY_SUBSCRIBERS`); UNAVAILABLE at shutdown.
+    """
+    CreateReadToken: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateReadTokenRequest, _task_service_pb2.CreateReadTokenResponse]  # type: ignore[assignment]
+    """Mints a read-only bearer token for embedding progress in another page:
+    it can read (GetTask, ListTasks, ListLogs, Subscribe) only the one task
+    named by `task_id`, or only the tasks carrying every label in `labels`,
+    of the caller's tenant, until `expire_time`. It cannot mutate anything
+    nor mint further tokens. Send it as `authorization: Bearer <token>`.
+    The caller needs the read permission; a read token cannot mint another.
+    Errors: INVALID_ARGUMENT (neither or both of `task_id` and `labels`);
+    NOT_FOUND (`TASK_NOT_FOUND`) when `task_id` names no task of the tenant;
+    PERMISSION_DENIED (`SCOPED_TOKEN`) when the caller itself holds a read
+    token; FAILED_PRECONDITION (`AUTHENTICATION_OFF`) when the server runs
+    without authentication, where every caller is already an admin.
     """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -569,6 +595,25 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         retained history and `on_compacted` is FAIL; `REVISION_IN_FUTURE` when it
         is newer than the store); RESOURCE_EXHAUSTED (`SUBSCRIBER_TOO_SLOW`,
         `TOO_MANY_SUBSCRIBERS`); UNAVAILABLE at shutdown.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateReadToken(
+        self,
+        request: _task_service_pb2.CreateReadTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_service_pb2.CreateReadTokenResponse, _abc.Awaitable[_task_service_pb2.CreateReadTokenResponse]]:
+        """Mints a read-only bearer token for embedding progress in another page:
+        it can read (GetTask, ListTasks, ListLogs, Subscribe) only the one task
+        named by `task_id`, or only the tasks carrying every label in `labels`,
+        of the caller's tenant, until `expire_time`. It cannot mutate anything
+        nor mint further tokens. Send it as `authorization: Bearer <token>`.
+        The caller needs the read permission; a read token cannot mint another.
+        Errors: INVALID_ARGUMENT (neither or both of `task_id` and `labels`);
+        NOT_FOUND (`TASK_NOT_FOUND`) when `task_id` names no task of the tenant;
+        PERMISSION_DENIED (`SCOPED_TOKEN`) when the caller itself holds a read
+        token; FAILED_PRECONDITION (`AUTHENTICATION_OFF`) when the server runs
+        without authentication, where every caller is already an admin.
         """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

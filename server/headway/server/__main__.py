@@ -1,4 +1,8 @@
-"""`python -m headway.server`: run the server until SIGINT or SIGTERM."""
+"""`python -m headway.server`: run the server until SIGINT or SIGTERM.
+
+`python -m headway.server token create|revoke …` edits a token file instead
+(see headway.server.auth.command).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import sys
 from pydantic import ValidationError
 
 from headway.server.app import create_server
+from headway.server.auth.factory import AuthenticationSetupError
 from headway.server.config import Settings
 from headway.server.store.lock import DatabaseInUseError
 
@@ -20,6 +25,8 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP: read the token file now, so a revoked token stops working at once.
+    loop.add_signal_handler(signal.SIGHUP, running.reload_credentials)
     await stop.wait()
     logging.getLogger("headway").info("shutting down")
     await running.stop()
@@ -38,6 +45,11 @@ def describe(error: ValidationError) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["token"]:
+        # `headway-server token create|revoke …`: edit the token file; no server.
+        from headway.server.auth.command import main as token_main
+
+        raise SystemExit(token_main(sys.argv[2:]))
     try:
         settings = Settings(_cli_parse_args=True)
     except ValidationError as error:
@@ -59,6 +71,9 @@ def main() -> None:
         # Another server owns the database: say who, and do not start a second writer.
         print(f"headway-server: {error}", file=sys.stderr)
         raise SystemExit(1) from error
+    except AuthenticationSetupError as error:
+        print(f"headway-server: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
 
 
 if __name__ == "__main__":

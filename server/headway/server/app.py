@@ -13,14 +13,18 @@ is spent only on calls that are really in flight.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headway.server import reflection
+from headway.server.auth.authenticator import TokenAuthenticator
+from headway.server.auth.credentials import Authenticator, OpenAuthenticator
+from headway.server.auth.factory import build_authenticator, describe
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
@@ -46,6 +50,12 @@ class RunningServer:
     reflection: reflection.ReflectionServicer
     settings: Settings
     stopped: bool = False
+    authenticator: Authenticator = field(default_factory=OpenAuthenticator)
+
+    def reload_credentials(self) -> None:
+        """Read the token file again now (SIGHUP); a broken one keeps the entries in force."""
+        if isinstance(self.authenticator, TokenAuthenticator):
+            self.authenticator.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         """Shut down gracefully; calling it again does nothing."""
@@ -87,7 +97,11 @@ async def create_server(
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
     time and inject faults around real handlers.
+
+    Raises `AuthenticationSetupError` (headway.server.auth.factory) when an
+    authentication file cannot be used, also before anything is bound.
     """
+    authenticator = build_authenticator(settings, clock=clock or time.time_ns)
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
     hub = Hub(
         capacity=settings.subscriber_queue_events,
@@ -108,7 +122,11 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings)),))
+    read_tokens = (
+        authenticator.read_tokens if isinstance(authenticator, TokenAuthenticator) else None
+    )
+    service = TaskService(engine, hub, settings, read_tokens=read_tokens)
+    server.add_generic_rpc_handlers((handlers(service, authenticator),))
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -125,7 +143,16 @@ async def create_server(
     janitor.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    logger.info("%s", describe(authenticator))
     logger.info("headway serving on port %d (database %s)", port, settings.database)
     return RunningServer(
-        server, port, engine, janitor, hub, health_servicer, reflection_servicer, settings
+        server,
+        port,
+        engine,
+        janitor,
+        hub,
+        health_servicer,
+        reflection_servicer,
+        settings,
+        authenticator=authenticator,
     )

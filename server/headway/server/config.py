@@ -181,6 +181,35 @@ class Settings(BaseSettings):
     max_batch_mutations: int = Field(
         1024, ge=1, description="Mutations committed together in one transaction at most."
     )
+    # Authentication (see auth/): off unless a token file or a JWT key is set.
+    auth_token_file: Path | None = Field(
+        None, description="Token file: bearer-token hashes and certificate names, with roles."
+    )
+    auth_jwt_secret_file: Path | None = Field(
+        None, description="HS256 shared secret (at least 32 bytes) that verifies JWTs."
+    )
+    auth_jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key (RSA, EC or Ed25519) that verifies JWTs."
+    )
+    auth_jwt_jwks_file: Path | None = Field(
+        None, description="JSON Web Key Set file that verifies JWTs (by their 'kid')."
+    )
+    auth_jwt_issuer: str | None = Field(None, description="Required JWT 'iss', if set.")
+    auth_jwt_audience: str | None = Field(None, description="Required JWT 'aud', if set.")
+    auth_jwt_tenant_claim: str = Field("tenant", description="JWT claim naming the tenant.")
+    auth_jwt_role_claim: str = Field("role", description="JWT claim naming the role.")
+    auth_jwt_leeway: Duration = Field(
+        timedelta(seconds=30), description="Clock skew allowed on JWT 'exp' and 'nbf'."
+    )
+    auth_signing_key_file: Path | None = Field(
+        None, description="Read-token signing key; default <database>.signing-key (made once)."
+    )
+    auth_read_token_max_ttl: Duration = Field(
+        timedelta(hours=24), description="Longest validity of a CreateReadToken token."
+    )
+    auth_allow_cross_tenant_admin: bool = Field(
+        False, description="Accept tenant '*' admin entries, which act in any tenant."
+    )
     shutdown_grace: Duration = Field(
         timedelta(seconds=5), description="How long in-flight calls may finish at shutdown."
     )
@@ -190,3 +219,15 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _one_jwt_key(self) -> Settings:
+        keys = (self.auth_jwt_secret_file, self.auth_jwt_public_key_file, self.auth_jwt_jwks_file)
+        if sum(key is not None for key in keys) > 1:
+            raise ValueError(
+                "set at most one of auth_jwt_secret_file, auth_jwt_public_key_file "
+                "and auth_jwt_jwks_file"
+            )
+        if self.auth_read_token_max_ttl < timedelta(seconds=1):
+            raise ValueError("auth_read_token_max_ttl must be at least 1 s")
+        return self

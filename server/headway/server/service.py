@@ -22,11 +22,13 @@ from google.protobuf.message import DecodeError, Message
 from headway.server import domain, mutations, paging, validation
 from headway.server.auth.context import bind, current_principal
 from headway.server.auth.credentials import Authenticator, Credentials, OpenAuthenticator
-from headway.server.auth.principal import authorize
+from headway.server.auth.principal import Scope, authorize
+from headway.server.auth.read_tokens import DEFAULT_TTL as DEFAULT_READ_TOKEN_TTL
+from headway.server.auth.read_tokens import ReadTokens
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
-from headway.server.errors import HeadwayError, internal_error, malformed_request
+from headway.server.errors import HeadwayError, Kind, internal_error, malformed_request
 from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
 from headway.server.status import to_rpc_status
@@ -77,11 +79,15 @@ class MalformedRequest:
 class TaskService:
     """Implements every RPC of headway.v1.TaskService."""
 
-    def __init__(self, engine: Engine, hub: Hub, settings: Settings) -> None:
+    def __init__(
+        self, engine: Engine, hub: Hub, settings: Settings, *, read_tokens: ReadTokens | None = None
+    ) -> None:
         self._engine = engine
         self._hub = hub
         self._settings = settings
         self._limits = settings.limits
+        # None when authentication is off: then there is nothing to mint read tokens for.
+        self._read_tokens = read_tokens
 
     # -- mutations ----------------------------------------------------------------
 
@@ -384,6 +390,47 @@ class TaskService:
         if len(rows) > page_size:
             last = response.entries[-1]
             response.next_page_token = paging.encode([last.revision, last.index], digest)
+        return response
+
+    async def CreateReadToken(
+        self, request: task_service_pb2.CreateReadTokenRequest, context: Context
+    ) -> task_service_pb2.CreateReadTokenResponse:
+        v = validation.Violations()
+        if bool(request.task_id) == bool(request.labels):
+            v.add("task_id", "set exactly one of task_id and labels")
+        elif request.task_id:
+            v.task_id("task_id", request.task_id)
+        else:
+            v.labels("labels", request.labels, self._limits)
+        v.raise_if_any()
+        principal = current_principal()
+        if principal.scope is not None:
+            raise HeadwayError(
+                Kind.PERMISSION_DENIED,
+                "SCOPED_TOKEN",
+                "a read token cannot mint another; ask whoever gave it to you",
+            )
+        if self._read_tokens is None:
+            raise HeadwayError(
+                Kind.FAILED_PRECONDITION,
+                "AUTHENTICATION_OFF",
+                "the server runs without authentication, so every caller is already an "
+                "admin: there is nothing to mint a read token for",
+            )
+        if request.task_id:
+            self._engine.get(principal.tenant, request.task_id)  # NOT_FOUND if not the tenant's
+            scope = Scope(task_ids=frozenset({request.task_id}))
+        else:
+            scope = Scope(labels=tuple(sorted(request.labels.items())))
+        ttl = clamp_duration(
+            request.ttl,
+            default=DEFAULT_READ_TOKEN_TTL,
+            low=timedelta(seconds=1),
+            high=self._settings.auth_read_token_max_ttl,
+        )
+        minted = self._read_tokens.mint(principal, scope, ttl)
+        response = task_service_pb2.CreateReadTokenResponse(token=minted.token)
+        response.expire_time.FromNanoseconds(minted.expire_ns)
         return response
 
     # -- stream -------------------------------------------------------------------

@@ -60,6 +60,8 @@ RPC_PERMISSIONS: Mapping[str, Permission] = {
     "ListTasks": Permission.READ,
     "ListLogs": Permission.READ,
     "Subscribe": Permission.READ,
+    # Minting a read token for what the caller may read; a scoped caller may not (service.py).
+    "CreateReadToken": Permission.READ,
 }
 
 
