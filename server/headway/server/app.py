@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headway.server import reflection
+from headway.server.auth.credentials import Authenticator
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
@@ -79,6 +80,7 @@ async def create_server(
     *,
     clock: Callable[[], int] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    authenticator: Authenticator | None = None,
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
@@ -86,7 +88,8 @@ async def create_server(
     holds `settings.database`, before anything is bound or written.
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
-    time and inject faults around real handlers.
+    time and inject faults around real handlers. `authenticator` decides who
+    each caller is; without one every caller is the admin of the default tenant.
     """
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
     hub = Hub(
@@ -108,7 +111,7 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings)),))
+    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings), authenticator),))
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
