@@ -22,16 +22,16 @@ from google.protobuf.message import DecodeError, Message
 from headway.server import domain, mutations, paging, validation
 from headway.server.auth.context import bind, current_principal
 from headway.server.auth.credentials import Authenticator, Credentials, OpenAuthenticator
-from headway.server.auth.principal import authorize
+from headway.server.auth.principal import Principal, authorize
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
 from headway.server.errors import HeadwayError, internal_error, malformed_request
-from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
 from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
+from headway.server.visibility import Visibility
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,17 @@ def tenant_of(context: Context) -> str:
     """The tenant a call acts for: its principal's, bound by the guard."""
     del context
     return current_principal().tenant
+
+
+def caller_of(context: Context) -> Principal:
+    """The principal of the call, bound by the guard; mutations are handed it explicitly."""
+    del context
+    return current_principal()
+
+
+def visibility_of(context: Context) -> Visibility:
+    """What the call's principal may read: its tenant, narrowed to its scope if it has one."""
+    return Visibility.of(caller_of(context))
 
 
 def credentials_of(context: Context) -> Credentials:
@@ -119,7 +130,7 @@ class TaskService:
             low=self._settings.lease_min,
             high=self._settings.lease_max,
         )
-        apply = mutations.create(request, task_id, lease)
+        apply = mutations.create(request, task_id, lease, caller_of(context))
         outcome = await self._mutate(
             context, "CreateTask", request, task_id, apply, request_id=request.request_id
         )
@@ -177,7 +188,7 @@ class TaskService:
         self, request: task_service_pb2.AppendLogsRequest, context: Context
     ) -> task_service_pb2.AppendLogsResponse:
         validation.check_append_logs(request, self._limits)
-        apply = mutations.append_logs(request)
+        apply = mutations.append_logs(request, caller_of(context))
         outcome = await self._mutate(
             context, "AppendLogs", request, request.task_id, apply, request_id=request.request_id
         )
@@ -236,7 +247,7 @@ class TaskService:
             low=timedelta(0),
             high=self._settings.cancel_deadline_max,
         )
-        apply = mutations.cancel(request, deadline)
+        apply = mutations.cancel(request, deadline, caller_of(context))
         outcome = await self._mutate(
             context,
             "CancelTask",
@@ -253,7 +264,7 @@ class TaskService:
         self, request: task_service_pb2.ConfirmCancelRequest, context: Context
     ) -> task_service_pb2.ConfirmCancelResponse:
         validation.check_confirm_cancel(request)
-        apply = mutations.confirm_cancel(request)
+        apply = mutations.confirm_cancel(request, caller_of(context))
         outcome = await self._mutate(
             context,
             "ConfirmCancel",
@@ -269,7 +280,7 @@ class TaskService:
         self, request: task_service_pb2.HeartbeatRequest, context: Context
     ) -> task_service_pb2.HeartbeatResponse:
         validation.check_heartbeat(request)
-        apply = mutations.heartbeat(request.task_id)
+        apply = mutations.heartbeat(request.task_id, caller_of(context))
         outcome = await self._mutate(
             context, "Heartbeat", request, request.task_id, apply, request_id=""
         )
@@ -310,7 +321,7 @@ class TaskService:
             method,
             request,
             request.task_id,
-            mutations.update(request.task_id, change),
+            mutations.update(request.task_id, change, caller_of(context)),
             request_id=request.request_id,
             expected_revision=expected_revision,
         )
@@ -321,7 +332,7 @@ class TaskService:
         self, request: task_service_pb2.GetTaskRequest, context: Context
     ) -> task_service_pb2.GetTaskResponse:
         validation.check_get(request)
-        task = self._engine.get(tenant_of(context), request.task_id)
+        task = visibility_of(context).task(self._engine, request.task_id)
         return task_service_pb2.GetTaskResponse(task=task)
 
     async def ListTasks(
@@ -334,12 +345,13 @@ class TaskService:
         digest = paging.query_digest("ListTasks", request.filter)
         position = paging.decode(request.page_token, digest, 1)
         after = position[0] if position else 0
-        task_filter = CompiledFilter.compile(request.filter)
+        visibility = visibility_of(context)
+        task_filter = visibility.filter(request.filter)
         response = task_service_pb2.ListTasksResponse(revision=self._engine.revision)
         # A page ends at page_size tasks or at about max_response_bytes, whichever
         # comes first, so no task (each within max_task_bytes) can make it fail.
         size = 0
-        for task in self._engine.tasks_after(tenant_of(context), after):
+        for task in self._engine.tasks_after(visibility.tenant, after):
             if not task_filter.matches_task(task):
                 continue
             task_size = task.ByteSize()
@@ -356,8 +368,9 @@ class TaskService:
         self, request: task_service_pb2.ListLogsRequest, context: Context
     ) -> task_service_pb2.ListLogsResponse:
         page_size = validation.check_list_logs(request, self._limits)
-        tenant = tenant_of(context)
-        self._engine.get(tenant, request.task_id)
+        visibility = visibility_of(context)
+        tenant = visibility.tenant
+        visibility.task(self._engine, request.task_id)
         scope = task_service_pb2.ListLogsRequest()
         scope.CopyFrom(request)
         scope.ClearField("page_size")
@@ -387,8 +400,14 @@ class TaskService:
     # -- stream -------------------------------------------------------------------
 
     async def Subscribe(self, request: task_service_pb2.SubscribeRequest, context: Context) -> None:
+        visibility = visibility_of(context)
         subscription = Subscription(
-            self._engine, self._hub, self._settings, tenant_of(context), request
+            self._engine,
+            self._hub,
+            self._settings,
+            visibility.tenant,
+            request,
+            visibility=visibility,
         )
         await subscription.serve(context)
 

@@ -16,10 +16,10 @@ from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
-from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
 from headway.server.records import frame_prefix
 from headway.server.validation import Violations, check_filter
+from headway.server.visibility import Visibility
 from headway.v1 import task_service_pb2
 
 
@@ -54,11 +54,14 @@ class Subscription:
         settings: Settings,
         tenant: str,
         request: task_service_pb2.SubscribeRequest,
+        *,
+        visibility: Visibility | None = None,
     ) -> None:
         self._engine = engine
         self._hub = hub
         self._settings = settings
         self._tenant = tenant
+        self._visibility = visibility or Visibility(tenant)
         self._feed_request = self._check(request)
         self._heartbeat = self._heartbeat_interval(request)
 
@@ -73,7 +76,8 @@ class Subscription:
             v.add("on_compacted", f"unknown policy {request.on_compacted}")
         v.raise_if_any()
         return FeedRequest(
-            task_filter=CompiledFilter.compile(request.filter),
+            # Only the tasks the caller may see: a snapshot and every change alike.
+            task_filter=self._visibility.filter(request.filter),
             start_revision=request.start_revision if request.HasField("start_revision") else None,
             fail_on_compacted=request.on_compacted == task_service_pb2.COMPACTED_POLICY_FAIL,
             include_logs=request.include_logs,
