@@ -53,6 +53,10 @@ class TaskServiceStub:
       Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
       `permission`) unless the caller may report on any task. A caller limited
       to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in
@@ -205,6 +209,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
       Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
       `permission`) unless the caller may report on any task. A caller limited
       to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in
@@ -353,6 +361,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
       Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
       `permission`) unless the caller may report on any task. A caller limited
       to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in

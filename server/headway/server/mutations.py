@@ -28,6 +28,7 @@ from headway.server.auth.credentials import OpenAuthenticator
 from headway.server.auth.principal import Permission, Principal
 from headway.server.engine import Apply, Change, ChangeKind, MutationContext
 from headway.server.errors import HeadwayError, Kind, task_not_found
+from headway.server.quotas import TaskQuota
 from headway.v1 import task_pb2, task_service_pb2
 
 
@@ -75,10 +76,12 @@ def create(
     task_id: str,
     lease: timedelta,
     caller: Principal,
+    quota: TaskQuota,
 ) -> Apply:
     """A new task of `caller` under `task_id`.
 
-    The id must be free and the parent, if any, must exist in the tenant.
+    The id must be free and the parent, if any, must exist in the tenant; the
+    tenant must be below its task quotas, counted as of this commit.
     """
     lease_duration = Duration()
     lease_duration.FromTimedelta(lease)
@@ -98,6 +101,7 @@ def create(
                 f"parent task {request.parent_id!r} not found",
                 {"parent_id": request.parent_id},
             )
+        quota.check_create(ctx.stored_tasks, ctx.active_tasks)
         created = domain.new_task(
             request,
             tenant=ctx.tenant,

@@ -28,6 +28,7 @@ from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
 from headway.server.errors import HeadwayError, internal_error, malformed_request
 from headway.server.hub import Hub
+from headway.server.quotas import RateLimiter, StreamQuota, TaskQuota
 from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
@@ -93,6 +94,13 @@ class TaskService:
         self._hub = hub
         self._settings = settings
         self._limits = settings.limits
+        self._task_quota = TaskQuota(
+            stored=settings.quota_stored_tasks, active=settings.quota_active_tasks
+        )
+        self._rate = RateLimiter(
+            settings.quota_mutation_rate, settings.quota_mutation_burst, clock=engine.now_ns
+        )
+        self._streams = StreamQuota(settings.quota_subscriptions)
 
     # -- mutations ----------------------------------------------------------------
 
@@ -108,8 +116,11 @@ class TaskService:
         expected_revision: int = 0,
         actor: Actor = Actor.AGENT,
     ) -> Outcome:
+        tenant = tenant_of(context)
+        # Before the mutation is queued: a tenant over its rate costs the engine nothing.
+        self._rate.take(tenant)
         return await self._engine.mutate(
-            tenant=tenant_of(context),
+            tenant=tenant,
             task_id=task_id,
             method=method,
             actor=actor,
@@ -130,7 +141,7 @@ class TaskService:
             low=self._settings.lease_min,
             high=self._settings.lease_max,
         )
-        apply = mutations.create(request, task_id, lease, caller_of(context))
+        apply = mutations.create(request, task_id, lease, caller_of(context), self._task_quota)
         outcome = await self._mutate(
             context, "CreateTask", request, task_id, apply, request_id=request.request_id
         )
@@ -408,6 +419,7 @@ class TaskService:
             visibility.tenant,
             request,
             visibility=visibility,
+            streams=self._streams,
         )
         await subscription.serve(context)
 
