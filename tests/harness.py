@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from headway.client import HeadwayClient
 from headway.server.app import RunningServer, create_server
+from headway.server.auth.credentials import Authenticator
 from headway.server.config import Settings
 
 QUIET = {
@@ -22,9 +23,15 @@ QUIET = {
 class ServerHarness:
     """Starts, stops and restarts a server on one database, as an operator would."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], int] | None = None,
+        authenticator: Authenticator | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.authenticator = authenticator
         self.running: RunningServer | None = None
         self._clients: list[HeadwayClient] = []
 
@@ -39,7 +46,9 @@ class ServerHarness:
             self.settings = self.settings.model_copy(
                 update={"address": f"127.0.0.1:{self.running.port}"}
             )
-        self.running = await create_server(self.settings, clock=self.clock)
+        self.running = await create_server(
+            self.settings, clock=self.clock, authenticator=self.authenticator
+        )
         return self.running
 
     async def stop(self) -> None:
@@ -50,10 +59,14 @@ class ServerHarness:
         await self.stop()
         return await self.start()
 
-    def client(self) -> HeadwayClient:
+    def client(self, token: str | None = None) -> HeadwayClient:
+        """A client of the server; with `token`, it sends it as `authorization: Bearer <token>`."""
         # A private subchannel pool makes each client behave like a separate process:
         # it does not inherit the connection backoff of clients that saw a restart.
-        client = HeadwayClient(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        metadata = [("authorization", f"Bearer {token}")] if token is not None else []
+        client = HeadwayClient(
+            self.target, options=[("grpc.use_local_subchannel_pool", 1)], metadata=metadata
+        )
         self._clients.append(client)
         return client
 

@@ -308,7 +308,12 @@ class CancelRequest(_message.Message):
     reason: _builtins.str
     """Why the task should stop, for humans. Up to 1024 characters."""
     requested_by: _builtins.str
-    """Who asked, for humans, such as a user name or a service name. Up to 256 characters."""
+    """Who asked: the name of the principal that called CancelTask, set by the
+    server ("agent" when the agent cancelled its own task with ConfirmCancel).
+    A server running without authentication has no caller names and records
+    the name given in CancelTaskRequest.requested_by. Up to 256 characters.
+    Output only.
+    """
     revision: _builtins.int
     """The revision of the change that recorded the request. Output only."""
     forced: _builtins.bool
@@ -626,6 +631,7 @@ class Task(_message.Message):
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     STALLED_FIELD_NUMBER: _builtins.int
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
+    CREATOR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's identifier, unique within its tenant: 1 to 128 characters of
     letters, digits, '-', '_' and '.', starting with a letter or a digit.
@@ -668,6 +674,18 @@ class Task(_message.Message):
     than `lease_duration`. The agent's next report clears it. A task stalled
     for longer than the server's agent-lost limit is FAILED with the error code
     `AGENT_LOST`. Output only.
+    """
+    creator: _builtins.str
+    """The principal that created the task. Output only.
+
+    Set by the server from the caller of CreateTask ("anonymous" when the
+    server runs without authentication). Only this principal, or one allowed
+    to report on any task of the tenant (an admin), may report on the task:
+    every agent mutation (StartTask, AddSteps, UpdateStep, UpdateTask,
+    AppendLogs, AddArtifacts, SucceedTask, FailTask, ConfirmCancel, Heartbeat)
+    from another principal is PERMISSION_DENIED with the reason
+    `NOT_TASK_OWNER`. Empty on tasks created before the field existed; only
+    an admin may report on those.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -767,10 +785,11 @@ class Task(_message.Message):
         lease_duration: _duration_pb2.Duration | None = ...,
         stalled: _builtins.bool = ...,
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
+        creator: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "create_time", b"create_time", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -880,7 +880,11 @@ class CancelTaskRequest(_message.Message):
     reason: _builtins.str
     """Why; see CancelRequest.reason."""
     requested_by: _builtins.str
-    """Who asks; see CancelRequest.requested_by."""
+    """Ignored when the server authenticates its callers: it sets
+    CancelRequest.requested_by from the caller's principal, never from the
+    request. Only a server without authentication records this name. Kept
+    for compatibility; up to 256 characters.
+    """
     force: _builtins.bool
     """End the task CANCELLED at once, without waiting for the agent."""
     expected_revision: _builtins.int

@@ -52,6 +52,16 @@ class TaskServiceStub:
       naming each offending field by its path. A task of another tenant is
       NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Authorization: a caller whose role does not grant an RPC is
+      PERMISSION_DENIED (`PERMISSION_DENIED`, metadata `permission`, `role`);
+      every agent mutation of a task another principal created (see
+      Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
+      `permission`) unless the caller may report on any task. A caller limited
+      to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in
@@ -216,6 +226,16 @@ class TaskServiceAsyncStub(TaskServiceStub):
       naming each offending field by its path. A task of another tenant is
       NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Authorization: a caller whose role does not grant an RPC is
+      PERMISSION_DENIED (`PERMISSION_DENIED`, metadata `permission`, `role`);
+      every agent mutation of a task another principal created (see
+      Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
+      `permission`) unless the caller may report on any task. A caller limited
+      to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in
@@ -376,6 +396,16 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
       naming each offending field by its path. A task of another tenant is
       NOT_FOUND (`TASK_NOT_FOUND`), exactly as one that does not exist.
     - A mutation of a task at rest is FAILED_PRECONDITION (`TASK_AT_REST`).
+    - Authorization: a caller whose role does not grant an RPC is
+      PERMISSION_DENIED (`PERMISSION_DENIED`, metadata `permission`, `role`);
+      every agent mutation of a task another principal created (see
+      Task.creator) is PERMISSION_DENIED (`NOT_TASK_OWNER`, metadata `task_id`,
+      `permission`) unless the caller may report on any task. A caller limited
+      to some tasks (a scoped read token) finds every other task NOT_FOUND.
+    - Quotas, per tenant: RESOURCE_EXHAUSTED with `TOO_MANY_ACTIVE_TASKS` or
+      `TOO_MANY_TASKS` (CreateTask), `TOO_MANY_SUBSCRIPTIONS` (Subscribe) or
+      `RATE_LIMITED` (any mutation; metadata `retry_after_ms`), each with the
+      metadata `limit`.
     - Times and durations: every `google.protobuf.Timestamp` in a request must
       lie in [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z) (what int64
       nanoseconds since the epoch can hold, in whole years) with `nanos` in

@@ -89,6 +89,7 @@ async def create_server(
     *,
     clock: Callable[[], int] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    authenticator: Authenticator | None = None,
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
@@ -96,12 +97,15 @@ async def create_server(
     holds `settings.database`, before anything is bound or written.
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
-    time and inject faults around real handlers.
+    time and inject faults around real handlers. `authenticator` decides who
+    each caller is; without one it is built from the settings (token file, JWT
+    key, read tokens), or every caller is the admin of the default tenant.
 
     Raises `AuthenticationSetupError` (headway.server.auth.factory) when an
     authentication file cannot be used, also before anything is bound.
     """
-    authenticator = build_authenticator(settings, clock=clock or time.time_ns)
+    if authenticator is None:
+        authenticator = build_authenticator(settings, clock=clock or time.time_ns)
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
     hub = Hub(
         capacity=settings.subscriber_queue_events,

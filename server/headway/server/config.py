@@ -217,6 +217,24 @@ class Settings(BaseSettings):
         timedelta(milliseconds=100),
         description="How long new mutations are answered UNAVAILABLE before the port closes.",
     )
+    quota_active_tasks: int = Field(
+        10_000, ge=0, description="Tasks not at rest per tenant (0: unlimited)."
+    )
+    quota_stored_tasks: int = Field(
+        100_000, ge=0, description="Tasks stored per tenant, at rest or not (0: unlimited)."
+    )
+    quota_subscriptions: int = Field(
+        1000, ge=0, description="Concurrent Subscribe streams per tenant (0: unlimited)."
+    )
+    quota_mutation_rate: float = Field(
+        1000.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Mutations per second per tenant, sustained (0: unlimited).",
+    )
+    quota_mutation_burst: int = Field(
+        2000, ge=1, description="Mutations a tenant may send at once above its rate."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     limits: Limits = Limits()
 

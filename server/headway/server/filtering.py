@@ -6,9 +6,11 @@ it against each change on the fan-out path costs a few lookups.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from headway.server.auth.principal import Scope
 from headway.v1 import task_pb2, task_service_pb2
 
 
@@ -44,13 +46,18 @@ class TaskFacts:
 
 @dataclass(frozen=True, slots=True)
 class CompiledFilter:
-    """A TaskFilter ready to test; an empty criterion selects everything."""
+    """A TaskFilter ready to test; an empty criterion selects everything.
+
+    `scope`, when set, narrows the filter to the tasks a scoped principal may
+    see, whatever the request asked for (see `visibility`).
+    """
 
     task_ids: frozenset[str]
     kinds: frozenset[str]
     labels: tuple[tuple[str, str], ...]
     states: frozenset[int]
     parent_id: str
+    scope: Scope | None = None
 
     @staticmethod
     def compile(task_filter: task_service_pb2.TaskFilter) -> CompiledFilter:
@@ -62,12 +69,26 @@ class CompiledFilter:
             parent_id=task_filter.parent_id,
         )
 
+    def within(self, scope: Scope | None) -> CompiledFilter:
+        """This filter, limited to the tasks `scope` covers (unchanged when None)."""
+        return self if scope is None else dataclasses.replace(self, scope=scope)
+
     @property
     def selects_all(self) -> bool:
-        return not (self.task_ids or self.kinds or self.labels or self.states or self.parent_id)
+        return not (
+            self.task_ids
+            or self.kinds
+            or self.labels
+            or self.states
+            or self.parent_id
+            or self.scope is not None
+        )
 
     def matches(self, facts: TaskFacts) -> bool:
         """Whether a change with these facts concerns the subscriber."""
+        # Labels are fixed at creation: a task never enters or leaves a scope.
+        if self.scope is not None and not self.scope.covers(facts.task_id, facts.labels):
+            return False
         if self.task_ids and facts.task_id not in self.task_ids:
             return False
         if self.kinds and facts.kind not in self.kinds:

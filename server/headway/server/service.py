@@ -22,18 +22,19 @@ from google.protobuf.message import DecodeError, Message
 from headway.server import domain, mutations, paging, validation
 from headway.server.auth.context import bind, current_principal
 from headway.server.auth.credentials import Authenticator, Credentials, OpenAuthenticator
-from headway.server.auth.principal import Scope, authorize
+from headway.server.auth.principal import Principal, Scope, authorize
 from headway.server.auth.read_tokens import DEFAULT_TTL as DEFAULT_READ_TOKEN_TTL
 from headway.server.auth.read_tokens import ReadTokens
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
 from headway.server.errors import HeadwayError, Kind, internal_error, malformed_request
-from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
+from headway.server.quotas import RateLimiter, StreamQuota, TaskQuota
 from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
+from headway.server.visibility import Visibility
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,17 @@ def tenant_of(context: Context) -> str:
     """The tenant a call acts for: its principal's, bound by the guard."""
     del context
     return current_principal().tenant
+
+
+def caller_of(context: Context) -> Principal:
+    """The principal of the call, bound by the guard; mutations are handed it explicitly."""
+    del context
+    return current_principal()
+
+
+def visibility_of(context: Context) -> Visibility:
+    """What the call's principal may read: its tenant, narrowed to its scope if it has one."""
+    return Visibility.of(caller_of(context))
 
 
 def credentials_of(context: Context) -> Credentials:
@@ -88,6 +100,13 @@ class TaskService:
         self._limits = settings.limits
         # None when authentication is off: then there is nothing to mint read tokens for.
         self._read_tokens = read_tokens
+        self._task_quota = TaskQuota(
+            stored=settings.quota_stored_tasks, active=settings.quota_active_tasks
+        )
+        self._rate = RateLimiter(
+            settings.quota_mutation_rate, settings.quota_mutation_burst, clock=engine.now_ns
+        )
+        self._streams = StreamQuota(settings.quota_subscriptions)
 
     # -- mutations ----------------------------------------------------------------
 
@@ -103,8 +122,11 @@ class TaskService:
         expected_revision: int = 0,
         actor: Actor = Actor.AGENT,
     ) -> Outcome:
+        tenant = tenant_of(context)
+        # Before the mutation is queued: a tenant over its rate costs the engine nothing.
+        self._rate.take(tenant)
         return await self._engine.mutate(
-            tenant=tenant_of(context),
+            tenant=tenant,
             task_id=task_id,
             method=method,
             actor=actor,
@@ -125,7 +147,7 @@ class TaskService:
             low=self._settings.lease_min,
             high=self._settings.lease_max,
         )
-        apply = mutations.create(request, task_id, lease)
+        apply = mutations.create(request, task_id, lease, caller_of(context), self._task_quota)
         outcome = await self._mutate(
             context, "CreateTask", request, task_id, apply, request_id=request.request_id
         )
@@ -183,7 +205,7 @@ class TaskService:
         self, request: task_service_pb2.AppendLogsRequest, context: Context
     ) -> task_service_pb2.AppendLogsResponse:
         validation.check_append_logs(request, self._limits)
-        apply = mutations.append_logs(request)
+        apply = mutations.append_logs(request, caller_of(context))
         outcome = await self._mutate(
             context, "AppendLogs", request, request.task_id, apply, request_id=request.request_id
         )
@@ -242,7 +264,7 @@ class TaskService:
             low=timedelta(0),
             high=self._settings.cancel_deadline_max,
         )
-        apply = mutations.cancel(request, deadline)
+        apply = mutations.cancel(request, deadline, caller_of(context))
         outcome = await self._mutate(
             context,
             "CancelTask",
@@ -259,7 +281,7 @@ class TaskService:
         self, request: task_service_pb2.ConfirmCancelRequest, context: Context
     ) -> task_service_pb2.ConfirmCancelResponse:
         validation.check_confirm_cancel(request)
-        apply = mutations.confirm_cancel(request)
+        apply = mutations.confirm_cancel(request, caller_of(context))
         outcome = await self._mutate(
             context,
             "ConfirmCancel",
@@ -275,7 +297,7 @@ class TaskService:
         self, request: task_service_pb2.HeartbeatRequest, context: Context
     ) -> task_service_pb2.HeartbeatResponse:
         validation.check_heartbeat(request)
-        apply = mutations.heartbeat(request.task_id)
+        apply = mutations.heartbeat(request.task_id, caller_of(context))
         outcome = await self._mutate(
             context, "Heartbeat", request, request.task_id, apply, request_id=""
         )
@@ -316,7 +338,7 @@ class TaskService:
             method,
             request,
             request.task_id,
-            mutations.update(request.task_id, change),
+            mutations.update(request.task_id, change, caller_of(context)),
             request_id=request.request_id,
             expected_revision=expected_revision,
         )
@@ -327,7 +349,7 @@ class TaskService:
         self, request: task_service_pb2.GetTaskRequest, context: Context
     ) -> task_service_pb2.GetTaskResponse:
         validation.check_get(request)
-        task = self._engine.get(tenant_of(context), request.task_id)
+        task = visibility_of(context).task(self._engine, request.task_id)
         return task_service_pb2.GetTaskResponse(task=task)
 
     async def ListTasks(
@@ -340,14 +362,15 @@ class TaskService:
         digest = paging.query_digest("ListTasks", request.filter)
         position = paging.decode(request.page_token, digest, 1)
         after = position[0] if position else 0
-        task_filter = CompiledFilter.compile(request.filter)
+        visibility = visibility_of(context)
+        task_filter = visibility.filter(request.filter)
         response = task_service_pb2.ListTasksResponse(
             revision=self._engine.head(tenant_of(context))
         )
         # A page ends at page_size tasks or at about max_response_bytes, whichever
         # comes first, so no task (each within max_task_bytes) can make it fail.
         size = 0
-        for task in self._engine.tasks_after(tenant_of(context), after):
+        for task in self._engine.tasks_after(visibility.tenant, after):
             if not task_filter.matches_task(task):
                 continue
             task_size = task.ByteSize()
@@ -364,8 +387,9 @@ class TaskService:
         self, request: task_service_pb2.ListLogsRequest, context: Context
     ) -> task_service_pb2.ListLogsResponse:
         page_size = validation.check_list_logs(request, self._limits)
-        tenant = tenant_of(context)
-        self._engine.get(tenant, request.task_id)
+        visibility = visibility_of(context)
+        tenant = visibility.tenant
+        visibility.task(self._engine, request.task_id)
         scope = task_service_pb2.ListLogsRequest()
         scope.CopyFrom(request)
         scope.ClearField("page_size")
@@ -436,8 +460,15 @@ class TaskService:
     # -- stream -------------------------------------------------------------------
 
     async def Subscribe(self, request: task_service_pb2.SubscribeRequest, context: Context) -> None:
+        visibility = visibility_of(context)
         subscription = Subscription(
-            self._engine, self._hub, self._settings, tenant_of(context), request
+            self._engine,
+            self._hub,
+            self._settings,
+            visibility.tenant,
+            request,
+            visibility=visibility,
+            streams=self._streams,
         )
         await subscription.serve(context)
 

@@ -16,10 +16,11 @@ from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
-from headway.server.filtering import CompiledFilter
 from headway.server.hub import Hub
+from headway.server.quotas import StreamQuota
 from headway.server.records import frame_prefix
 from headway.server.validation import Violations, check_filter
+from headway.server.visibility import Visibility
 from headway.v1 import task_service_pb2
 
 
@@ -54,11 +55,16 @@ class Subscription:
         settings: Settings,
         tenant: str,
         request: task_service_pb2.SubscribeRequest,
+        *,
+        visibility: Visibility | None = None,
+        streams: StreamQuota | None = None,
     ) -> None:
         self._engine = engine
         self._hub = hub
         self._settings = settings
         self._tenant = tenant
+        self._visibility = visibility or Visibility(tenant)
+        self._streams = streams or StreamQuota(0)
         self._feed_request = self._check(request)
         self._heartbeat = self._heartbeat_interval(request)
 
@@ -73,7 +79,8 @@ class Subscription:
             v.add("on_compacted", f"unknown policy {request.on_compacted}")
         v.raise_if_any()
         return FeedRequest(
-            task_filter=CompiledFilter.compile(request.filter),
+            # Only the tasks the caller may see: a snapshot and every change alike.
+            task_filter=self._visibility.filter(request.filter),
             start_revision=request.start_revision if request.HasField("start_revision") else None,
             fail_on_compacted=request.on_compacted == task_service_pb2.COMPACTED_POLICY_FAIL,
             include_logs=request.include_logs,
@@ -91,6 +98,11 @@ class Subscription:
         ).total_seconds()
 
     async def serve(self, context: grpc.aio.ServicerContext[object, bytes]) -> None:
+        # The tenant's stream quota is held for as long as the stream lasts, however it ends.
+        with self._streams.hold(self._tenant):
+            await self._serve(context)
+
+    async def _serve(self, context: grpc.aio.ServicerContext[object, bytes]) -> None:
         await context.send_initial_metadata(())
         writer = _Writer(context, self._settings.limits.max_response_bytes)
         feed = ChangeFeed(
