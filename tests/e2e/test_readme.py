@@ -73,7 +73,7 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
             pytest.fail(f"port {DEFAULT_PORT} is busy: stop the server listening there first")
     folder = tmp_path_factory.mktemp("readme")
     # As `make run` starts it: default address, a database in the working folder.
-    server = ServerProcess(folder / "headway.db", address="0.0.0.0:50051").start()
+    server = ServerProcess(folder / "headway.db", address="127.0.0.1:50051").start()
     try:
         yield server
     finally:

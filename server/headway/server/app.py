@@ -21,14 +21,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headway.server import reflection
+from headway.server.auth.credentials import Authenticator
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.health import HealthServicer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
+from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
+from headway.server.tls import describe_transport, server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +82,21 @@ async def create_server(
     *,
     clock: Callable[[], int] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
+    authenticator: Authenticator | None = None,
 ) -> RunningServer:
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
     Raises `DatabaseInUseError` (headway.server.store.lock) when another server
-    holds `settings.database`, before anything is bound or written.
+    holds `settings.database`, before anything is bound or written; so are
+    `ExposureError` (protected.py: a network address with no authentication)
+    and `TlsConfigError` (tls.py: a certificate or key it cannot use).
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
-    time and inject faults around real handlers.
+    time and inject faults around real handlers; `authenticator` decides who
+    each caller is (None: everyone is the default tenant's admin).
     """
+    exposure = check_exposure(settings)
+    credentials = server_credentials(settings)
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
     hub = Hub(
         capacity=settings.subscriber_queue_events,
@@ -108,7 +117,7 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings)),))
+    server.add_generic_rpc_handlers((handlers(TaskService(engine, hub, settings), authenticator),))
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -117,7 +126,10 @@ async def create_server(
     )
 
     try:
-        port = server.add_insecure_port(settings.address)
+        if credentials is None:
+            port = server.add_insecure_port(settings.address)
+        else:
+            port = server.add_secure_port(settings.address, credentials)
     except RuntimeError as error:
         await engine.stop()
         raise OSError(f"cannot listen on {settings.address}: {error}") from error
@@ -126,6 +138,11 @@ async def create_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("headway serving on port %d (database %s)", port, settings.database)
+    logger.info("transport: %s", describe_transport(settings))
+    if unprotected(settings):
+        logger.warning("protection: %s", exposure)
+    else:
+        logger.info("protection: %s", exposure)
     return RunningServer(
         server, port, engine, janitor, hub, health_servicer, reflection_servicer, settings
     )
