@@ -33,6 +33,12 @@ def describe(error: HeadwayError, target: str) -> str:
                 f"TLS with {target} failed (--tls, --ca, --cert and --key must match the "
                 f"server's TLS settings): {error.message}"
             )
+        if "socket closed" in error.message.lower():
+            # Connected, then dropped: TLS against plaintext or back, or a missing certificate.
+            return _one_line(
+                f"the server at {target} closed the connection (does it need TLS or a client "
+                f"certificate? --tls, --ca, --cert, --key): {error.message}"
+            )
         return (
             f"cannot reach a Headway server at {target} (is it running? "
             "`headway serve` starts one; --server or HEADWAY_SERVER picks another)"
