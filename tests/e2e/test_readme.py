@@ -34,13 +34,21 @@ class Example:
     expected_error: str | None = None
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in FENCE.finditer(README.read_text())]
+def readme_blocks(text: str | None = None) -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in FENCE.finditer(text or README.read_text())]
 
 
-def grpcurl_examples() -> list[Example]:
-    """Every grpcurl command in the README, with the error output shown after it, if any."""
-    blocks = readme_blocks()
+def section(title: str) -> str:
+    """The README's `## title` section, up to the next one."""
+    return README.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def grpcurl_examples(title: str = "Try it with grpcurl") -> list[Example]:
+    """Every grpcurl command in a section, with the error output shown after it, if any.
+
+    The Security section's examples need a TLS server: test_readme_security.py runs them.
+    """
+    blocks = readme_blocks(section(title))
     examples: list[Example] = []
     for i, (language, body) in enumerate(blocks):
         if language != "sh":
@@ -73,7 +81,7 @@ def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
             pytest.fail(f"port {DEFAULT_PORT} is busy: stop the server listening there first")
     folder = tmp_path_factory.mktemp("readme")
     # As `make run` starts it: default address, a database in the working folder.
-    server = ServerProcess(folder / "headway.db", address="0.0.0.0:50051").start()
+    server = ServerProcess(folder / "headway.db", address="127.0.0.1:50051").start()
     try:
         yield server
     finally:

@@ -18,9 +18,9 @@ from headway.server.config import Limits, Settings
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_defaults_run_on_the_customary_port_with_sqlite() -> None:
+def test_defaults_run_on_the_customary_port_on_loopback_with_sqlite() -> None:
     settings = Settings()
-    assert settings.address == "0.0.0.0:50051"
+    assert settings.address == "127.0.0.1:50051"  # beyond loopback: see protected mode
     assert settings.database == Path("headway.db")
     assert settings.sqlite_synchronous == "FULL"
 

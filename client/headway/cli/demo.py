@@ -253,8 +253,10 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
                 "with a temporary database.",
                 file=sys.stderr,
             )
-            client = await stack.enter_async_context(HeadwayClient(target))
-        tracker = await stack.enter_async_context(Tracker(target))
+            client = await stack.enter_async_context(HeadwayClient(target, tls=False))
+        # The embedded server asks for nothing; the user's server for their credentials.
+        options = args.connection if target == args.server else {"tls": False}
+        tracker = await stack.enter_async_context(Tracker(target, **options))
         run = Run(tracker, uuid.uuid4().hex[:6], Pace(args.speed))
         out = console()
         live = out.is_terminal and not args.plain

@@ -2,7 +2,8 @@
 
 Every failure a person can cause or meet (a server that is not there, a filter
 the server rejects, a task that does not exist) ends as one line on stderr and a
-non-zero exit: 1 for a failed command, 2 for a usage error, 130 for Ctrl-C.
+non-zero exit: 1 for a failed command, 2 for a usage error, 77 when the server
+refuses the caller (UNAUTHENTICATED or PERMISSION_DENIED), 130 for Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,11 +13,18 @@ import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from headway.cli.errors import CliError, describe
+from headway.cli.errors import REFUSED_EXIT_CODE, CliError, describe
 from headway.cli.filters import LEVEL_NAMES, add_filter_arguments
-from headway.client import SERVER_ENV, HeadwayClient, HeadwayError
+from headway.client import (
+    SERVER_ENV,
+    HeadwayClient,
+    HeadwayError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from headway.client.security import read_token_file
 
 CLI_DEFAULT_SERVER = "localhost:50051"
 
@@ -41,12 +49,71 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
+def add_security_arguments(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """--token, --tls and the rest, accepted before the command and after it.
+
+    After the command their defaults are SUPPRESS, so a value given before the
+    command is not overwritten by the subcommand's default; one given after wins.
+    """
+    default = argparse.SUPPRESS if after else None
+    group = parser.add_argument_group("authentication and TLS")
+    group.add_argument(
+        "--token", default=default, help="bearer token sent with every call ($HEADWAY_TOKEN)"
+    )
+    group.add_argument(
+        "--token-file",
+        default=default,
+        metavar="FILE",
+        help="file whose first line is the token ($HEADWAY_TOKEN_FILE)",
+    )
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=default,
+        help="speak TLS ($HEADWAY_TLS=1; implied by --ca, --cert, --key)",
+    )
+    group.add_argument(
+        "--ca",
+        default=default,
+        metavar="PEM",
+        help="CA certificates to trust for the server's ($HEADWAY_CA; default: the system's)",
+    )
+    group.add_argument(
+        "--cert",
+        default=default,
+        metavar="PEM",
+        help="client certificate, for mutual TLS ($HEADWAY_CERT)",
+    )
+    group.add_argument(
+        "--key", default=default, metavar="PEM", help="private key of --cert ($HEADWAY_KEY)"
+    )
+
+
+def connection_options(args: argparse.Namespace) -> dict[str, Any]:
+    """HeadwayClient's token and TLS arguments from the flags; None leaves a setting to the
+    environment (HEADWAY_TOKEN, HEADWAY_TOKEN_FILE, HEADWAY_TLS, HEADWAY_CA…)."""
+    token = args.token
+    if token is None and args.token_file is not None:
+        try:
+            token = read_token_file(args.token_file)
+        except ValueError as error:
+            raise CliError(str(error), exit_code=2) from error
+    return {
+        "token": token,
+        "tls": True if args.tls else None,
+        "ca": args.ca,
+        "cert": args.cert,
+        "key": args.key,
+    }
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="headway",
         description="Real-time task progress over gRPC: run the server, watch tasks live, "
         "list, cancel and delete them.",
     )
+    add_security_arguments(parser, after=False)
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
@@ -60,6 +127,7 @@ def build_parser() -> Parser:
     common.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="for each call"
     )
+    add_security_arguments(common, after=True)
 
     commands.add_parser(
         "serve",
@@ -181,7 +249,12 @@ def run(argv: Sequence[str]) -> int:
     handler = handlers[args.handler]
 
     async def call() -> int:
-        async with HeadwayClient(args.server, timeout=args.timeout) as client:
+        args.connection = connection_options(args)
+        try:
+            client = HeadwayClient(args.server, timeout=args.timeout, **args.connection)
+        except ValueError as error:  # a certificate, key or token file it cannot use
+            raise CliError(str(error), exit_code=2) from error
+        async with client:
             return await handler(args, client)
 
     return _guard(lambda: asyncio.run(call()), args.server)
@@ -198,6 +271,8 @@ def _guard(command: Callable[[], int], target: str) -> int:
         return error.exit_code
     except HeadwayError as error:
         print(f"headway: {describe(error, target)}", file=sys.stderr)
+        if isinstance(error, UnauthenticatedError | PermissionDeniedError):
+            return REFUSED_EXIT_CODE
         return 1
     except BrokenPipeError:
         # `headway watch | head`: the reader left, which is not an error of ours. Point

@@ -10,6 +10,11 @@ With a `retry` policy, calls that fail for a passing reason (UNAVAILABLE,
 DEADLINE_EXCEEDED) are sent again, the same request with the same request_id, so
 a retried mutation is applied once (see `retry.py`). `subscribe()` here is one
 stream; `headway.client.subscribe()` (watch.py) is the one that resumes by itself.
+
+`token`, `tls`, `ca`, `cert` and `key` (or their `HEADWAY_*` variables, see
+security.py) authenticate the client and secure its channel. A server that
+refuses the caller answers UnauthenticatedError or PermissionDeniedError, with
+the server's `reason`; no retry policy retries those.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from google.protobuf.message import Message
 from headway.client.errors import from_rpc_error
 from headway.client.models import LeaseRenewal
 from headway.client.retry import RetryPolicy, call_with_retry
+from headway.client.security import PemSource, Security
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2, task_service_pb2_grpc
 
 Response = TypeVar("Response", bound=Message)
@@ -84,6 +90,14 @@ class HeadwayClient:
         options: gRPC channel options, for a channel this client opens.
         retry: Retry transient failures of unary calls under this policy; None sends
             each call once.
+        token: Bearer token sent with every call; else `$HEADWAY_TOKEN`, else the
+            first line of the file `$HEADWAY_TOKEN_FILE`.
+        tls: Speak TLS. None: when `$HEADWAY_TLS=1` or any of ca, cert, key (or
+            their variables) is set; False: plaintext whatever the environment says.
+        ca: PEM (bytes, or a file's path) of the CAs to trust for the server's
+            certificate; else `$HEADWAY_CA`, else the system's.
+        cert: PEM client certificate for mutual TLS (with `key`); else `$HEADWAY_CERT`.
+        key: PEM private key of `cert`; else `$HEADWAY_KEY`.
     """
 
     def __init__(
@@ -95,13 +109,26 @@ class HeadwayClient:
         metadata: Metadata = (),
         options: Sequence[tuple[str, Any]] = (),
         retry: RetryPolicy | None = None,
+        token: str | None = None,
+        tls: bool | None = None,
+        ca: PemSource | None = None,
+        cert: PemSource | None = None,
+        key: PemSource | None = None,
     ) -> None:
         self.target = target or default_target()
         self._own_channel = channel is None
-        self.channel = channel or grpc.aio.insecure_channel(self.target, options=options)
+        if channel is None:
+            self.security = Security.resolve(token=token, tls=tls, ca=ca, cert=cert, key=key)
+            self.channel = self.security.open_channel(self.target, options)
+            auth = self.security.metadata()
+        else:
+            # The channel's credentials are its owner's: a token can only go as metadata.
+            self.security = Security(token=token)
+            self.channel = channel
+            auth = (("authorization", f"Bearer {token}"),) if token is not None else ()
         self.stub = task_service_pb2_grpc.TaskServiceStub(self.channel)
         self.timeout = timeout
-        self.metadata = tuple(metadata)
+        self.metadata = (*metadata, *auth)
         self.retry = retry
 
     async def __aenter__(self) -> HeadwayClient:

@@ -32,6 +32,10 @@ T = TypeVar("T")
 
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
+NEVER_RETRIED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+"""The server refused the caller: the same credentials get the same answer, so no
+policy retries these, whatever its `codes` say."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -58,7 +62,7 @@ class RetryPolicy:
 
     def should_retry(self, error: HeadwayError) -> bool:
         """True for the codes that mean "try again"; every other error is an answer."""
-        return error.code in self.codes
+        return error.code in self.codes and error.code not in NEVER_RETRIED
 
 
 class Backoff:
@@ -126,4 +130,4 @@ async def call_with_retry(
             await sleep(delay)
 
 
-__all__ = ["TRANSIENT_CODES", "Backoff", "RetryPolicy", "call_with_retry"]
+__all__ = ["NEVER_RETRIED", "TRANSIENT_CODES", "Backoff", "RetryPolicy", "call_with_retry"]

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from headway.client import models
 from headway.client.retry import RetryPolicy
+from headway.client.security import PemSource
 from headway.client.tracker import (
     AGENT_RETRY,
     DEFAULT_PROGRESS_RATE,
@@ -90,6 +91,11 @@ class SyncTracker:
         progress_rate: float | None = DEFAULT_PROGRESS_RATE,
         timeout: float = 10.0,
         metadata: tuple[tuple[str, str], ...] = (),
+        token: str | None = None,
+        tls: bool | None = None,
+        ca: PemSource | None = None,
+        cert: PemSource | None = None,
+        key: PemSource | None = None,
     ) -> None:
         self._portal = LoopThread()
 
@@ -101,6 +107,11 @@ class SyncTracker:
                 progress_rate=progress_rate,
                 timeout=timeout,
                 metadata=metadata,
+                token=token,
+                tls=tls,
+                ca=ca,
+                cert=cert,
+                key=key,
             )
 
         self.tracker = self._portal.run(make())

@@ -55,6 +55,7 @@ from headway.client.errors import (
 )
 from headway.client.keepalive import KeepAlive
 from headway.client.retry import TRANSIENT_CODES, RetryPolicy
+from headway.client.security import PemSource
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,9 @@ class Tracker:
             task); None sends every update.
         timeout: Seconds one attempt of a call may take.
         metadata: Sent with every call.
+        token, tls, ca, cert, key: How to authenticate and secure the channel, as for
+            `HeadwayClient` (`$HEADWAY_TOKEN`, `$HEADWAY_CA`… when None); ignored when
+            `target` is a HeadwayClient, whose channel already has them.
     """
 
     def __init__(
@@ -175,6 +179,11 @@ class Tracker:
         progress_rate: float | None = DEFAULT_PROGRESS_RATE,
         timeout: float = 10.0,
         metadata: tuple[tuple[str, str], ...] = (),
+        token: str | None = None,
+        tls: bool | None = None,
+        ca: PemSource | None = None,
+        cert: PemSource | None = None,
+        key: PemSource | None = None,
     ) -> None:
         if isinstance(target, HeadwayClient):
             # Share the caller's channel (which the caller closes), with retries on top.
@@ -186,7 +195,16 @@ class Tracker:
             )
         else:
             self.client = HeadwayClient(
-                target, timeout=timeout, metadata=metadata, options=CHANNEL_OPTIONS, retry=retry
+                target,
+                timeout=timeout,
+                metadata=metadata,
+                options=CHANNEL_OPTIONS,
+                retry=retry,
+                token=token,
+                tls=tls,
+                ca=ca,
+                cert=cert,
+                key=key,
             )
         self.progress_rate = progress_rate
         # The heartbeat loops of the tasks still open, stopped when the tracker closes.

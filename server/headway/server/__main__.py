@@ -16,7 +16,9 @@ from pydantic import ValidationError
 from headway.server.app import create_server
 from headway.server.auth.factory import AuthenticationSetupError
 from headway.server.config import Settings
+from headway.server.protected import ExposureError
 from headway.server.store.lock import DatabaseInUseError
+from headway.server.tls import TlsConfigError
 
 
 async def serve(settings: Settings) -> None:
@@ -37,9 +39,12 @@ def describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
         path = [str(part) for part in problem["loc"]]
+        message = problem["msg"].removeprefix("Value error, ")
+        if not path:  # a rule across settings names them in its message
+            lines.append(f"  {message}")
+            continue
         flag = "--" + ".".join(part.replace("_", "-") for part in path)
         variable = "HEADWAY_" + "__".join(path).upper()
-        message = problem["msg"].removeprefix("Value error, ")
         lines.append(f"  {flag} ({variable}): {message}")
     return "\n".join(lines)
 
@@ -71,7 +76,8 @@ def main() -> None:
         # Another server owns the database: say who, and do not start a second writer.
         print(f"headway-server: {error}", file=sys.stderr)
         raise SystemExit(1) from error
-    except AuthenticationSetupError as error:
+    except (AuthenticationSetupError, ExposureError, TlsConfigError) as error:
+        # A configuration the server must not or cannot serve: a usage error, like bad settings.
         print(f"headway-server: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

@@ -31,8 +31,10 @@ from headway.server.errors import HeadwayError, Kind
 from headway.server.health import HealthServicer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
+from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
+from headway.server.tls import describe_transport, server_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,9 @@ async def create_server(
     """Open the store, bind `settings.address` and start serving; port 0 picks a free port.
 
     Raises `DatabaseInUseError` (headway.server.store.lock) when another server
-    holds `settings.database`, before anything is bound or written.
+    holds `settings.database`, before anything is bound or written; so are
+    `ExposureError` (protected.py: a network address with no authentication)
+    and `TlsConfigError` (tls.py: a certificate or key it cannot use).
 
     `clock` (nanoseconds since the epoch) and `interceptors` let tests control
     time and inject faults around real handlers. `authenticator` decides who
@@ -104,6 +108,8 @@ async def create_server(
     Raises `AuthenticationSetupError` (headway.server.auth.factory) when an
     authentication file cannot be used, also before anything is bound.
     """
+    exposure = check_exposure(settings)
+    credentials = server_credentials(settings)
     if authenticator is None:
         authenticator = build_authenticator(settings, clock=clock or time.time_ns)
     store = SqliteStore(settings.database, synchronous=settings.sqlite_synchronous)
@@ -139,7 +145,10 @@ async def create_server(
     )
 
     try:
-        port = server.add_insecure_port(settings.address)
+        if credentials is None:
+            port = server.add_insecure_port(settings.address)
+        else:
+            port = server.add_secure_port(settings.address, credentials)
     except RuntimeError as error:
         await engine.stop()
         raise OSError(f"cannot listen on {settings.address}: {error}") from error
@@ -149,6 +158,11 @@ async def create_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s", describe(authenticator))
     logger.info("headway serving on port %d (database %s)", port, settings.database)
+    logger.info("transport: %s", describe_transport(settings))
+    if unprotected(settings):
+        logger.warning("protection: %s", exposure)
+    else:
+        logger.info("protection: %s", exposure)
     return RunningServer(
         server,
         port,

@@ -11,7 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    FilePath,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _UNIT_SECONDS = {
@@ -107,7 +114,10 @@ class Settings(BaseSettings):
         cli_implicit_flags=True,
     )
 
-    address: str = Field("0.0.0.0:50051", description="host:port to listen on (port 0: any).")
+    address: str = Field(
+        "127.0.0.1:50051",
+        description="host:port to listen on (port 0: any); beyond loopback, see --insecure.",
+    )
     database: Path = Field(Path("headway.db"), description="SQLite database file.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="FULL: durable on power loss. NORMAL: durable on process crash."
@@ -238,6 +248,20 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     limits: Limits = Limits()
 
+    # -- transport security and exposure (tls.py, protected.py) ----------------------
+    tls_cert: FilePath | None = Field(
+        None, description="PEM certificate chain of the server; with --tls-key, serve TLS."
+    )
+    tls_key: FilePath | None = Field(None, description="PEM private key of --tls-cert.")
+    tls_client_ca: FilePath | None = Field(
+        None,
+        description="PEM CA certificates: clients must present a certificate they signed (mTLS).",
+    )
+    insecure: bool = Field(
+        False,
+        description="Serve beyond loopback with no authentication configured (not recommended).",
+    )
+
     @model_validator(mode="after")
     def _one_jwt_key(self) -> Settings:
         keys = (self.auth_jwt_secret_file, self.auth_jwt_public_key_file, self.auth_jwt_jwks_file)
@@ -248,4 +272,12 @@ class Settings(BaseSettings):
             )
         if self.auth_read_token_max_ttl < timedelta(seconds=1):
             raise ValueError("auth_read_token_max_ttl must be at least 1 s")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: set both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs TLS: set --tls-cert and --tls-key too")
         return self
