@@ -572,3 +572,53 @@ def test_the_token_command_makes_tokens_a_running_server_accepts(tmp_path: Path)
     )
     assert bad.returncode == 2
     assert "name 'bad/name' must be" in bad.stderr
+
+
+async def test_a_minted_read_token_sees_its_task_and_nothing_else(
+    caller: tuple[ServerHarness, Caller], tokens: dict[str, str]
+) -> None:
+    """The embedding case end to end: minted by a viewer, used as a browser would."""
+    _, c = caller
+    for task_id in ("shown", "hidden"):
+        await c.call("CreateTask", create(task_id), tokens["bot"])
+    minted = await c.call("CreateReadToken", read_token_request("shown", 300), tokens["watcher"])
+    token = minted.token
+
+    assert (await c.call("GetTask", get("shown"), token)).task.id == "shown"
+    for method, request in (
+        ("GetTask", get("hidden")),
+        ("ListLogs", task_service_pb2.ListLogsRequest(task_id="hidden")),
+    ):
+        error = await c.refused(method, request, token)
+        assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND")
+    listing = await c.call("ListTasks", task_service_pb2.ListTasksRequest(), token)
+    assert [t.id for t in listing.tasks] == ["shown"]
+
+    stream = c.stub.Subscribe(
+        task_service_pb2.SubscribeRequest(), metadata=[("authorization", f"Bearer {token}")]
+    )
+    seen: list[str] = []
+    async for response in stream:
+        for event in response.events:
+            which = event.WhichOneof("kind")
+            if which in ("snapshot", "updated"):
+                seen.append(f"{which}:{getattr(event, which).id}")
+        if "updated:shown" in seen:
+            break
+        if seen == ["snapshot:shown"]:
+            # Changes to both tasks; only the one in scope may arrive.
+            for task_id in ("hidden", "shown"):
+                await c.call(
+                    "UpdateTask",
+                    task_service_pb2.UpdateTaskRequest(task_id=task_id, message="moved"),
+                    tokens["bot"],
+                )
+    stream.cancel()
+    assert seen == ["snapshot:shown", "updated:shown"]
+    for method, request in (
+        ("CancelTask", task_service_pb2.CancelTaskRequest(task_id="shown")),
+        ("DeleteTask", task_service_pb2.DeleteTaskRequest(task_id="shown")),
+        ("CreateTask", create("new")),
+    ):
+        error = await c.refused(method, request, token)
+        assert error.code == grpc.StatusCode.PERMISSION_DENIED

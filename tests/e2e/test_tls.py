@@ -127,3 +127,34 @@ async def test_mutual_tls_refuses_other_clients(
         with pytest.raises(UnavailableError):
             await client.list_tasks()
     assert authenticator.calls == 0  # refused in the handshake, before any call
+
+
+async def test_a_certificate_named_in_the_token_file_is_its_principal(
+    serve: Serve, certs: Certificates, tmp_path: Path
+) -> None:
+    """Mutual TLS with the real authenticator: the `cert:` line decides tenant and role."""
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"cert:{CLIENT_NAME} acme agent\n")
+    running = await serve(auth_token_file=token_file, **tls_settings(certs, mutual=True))
+    async with HeadwayClient(
+        f"localhost:{running.port}",
+        ca=certs.ca,
+        cert=certs.client_cert,
+        key=certs.client_key,
+        timeout=5,
+    ) as client:
+        task = await client.create_task("by-certificate")
+    assert (task.tenant, task.creator) == ("acme", CLIENT_NAME)
+
+    token_file.write_text("# nobody\n")
+    running.reload_credentials()
+    async with HeadwayClient(
+        f"localhost:{running.port}",
+        ca=certs.ca,
+        cert=certs.client_cert,
+        key=certs.client_key,
+        timeout=5,
+    ) as client:
+        with pytest.raises(UnauthenticatedError) as raised:
+            await client.list_tasks()
+    assert raised.value.reason == "TOKEN_MISSING", "a certificate the file does not name"
