@@ -495,12 +495,7 @@ def _guarded(
 
     async def guarded(request: Any, context: Context) -> Any:
         try:
-            principal = authenticator.authenticate(credentials_of(context))
-            bind(principal)
-            if isinstance(request, MalformedRequest):
-                raise malformed_request(request.message_type)
-            authorize(principal, name)
-            validation.check_times(request)
+            admit(authenticator, credentials_of(context), name, request)
             return await handler(request, context)
         except HeadwayError as error:
             status = to_rpc_status(error)
@@ -513,6 +508,28 @@ def _guarded(
 
     guarded.__name__ = name
     return guarded
+
+
+def admit(
+    authenticator: Authenticator,
+    credentials: Credentials,
+    method: str,
+    request: Message | MalformedRequest,
+) -> Principal:
+    """Everything a call must pass before its handler runs, for any transport.
+
+    Authenticates the caller and binds it as the call's principal, refuses an
+    unparseable request, checks the principal's permission for `method`, and
+    refuses any Timestamp or Duration the server cannot store. Raises
+    `HeadwayError`; the transport turns it into its own status.
+    """
+    principal = authenticator.authenticate(credentials)
+    bind(principal)
+    if isinstance(request, MalformedRequest):
+        raise malformed_request(request.message_type)
+    authorize(principal, method)
+    validation.check_times(request)
+    return principal
 
 
 def _deserializer(message_type: type[Message]) -> Callable[[bytes], Message | MalformedRequest]:
