@@ -24,6 +24,7 @@ from tests.processes import ServerProcess
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
 DEFAULT_PORT = 50051
+DEFAULT_HTTP_PORT = 8080
 
 pytestmark = pytest.mark.grpcurl
 
@@ -73,15 +74,18 @@ def environment() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", DEFAULT_PORT))
-        except OSError:
-            pytest.fail(f"port {DEFAULT_PORT} is busy: stop the server listening there first")
+    for port in (DEFAULT_PORT, DEFAULT_HTTP_PORT):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                pytest.fail(f"port {port} is busy: stop the server listening there first")
     folder = tmp_path_factory.mktemp("readme")
     # As `make run` starts it: default address, a database in the working folder.
-    server = ServerProcess(folder / "headway.db", address="127.0.0.1:50051").start()
+    server = ServerProcess(
+        folder / "headway.db", address="127.0.0.1:50051", http_address="127.0.0.1:8080"
+    ).start()
     try:
         yield server
     finally:
@@ -179,3 +183,32 @@ def test_configuration_table_lists_every_setting() -> None:
     flags += [f"--limits.{name.replace('_', '-')}" for name in Limits.model_fields]
     missing = [flag for flag in flags if f"| `{flag}` |" not in text]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def curl_script() -> str:
+    """The shell block of the HTTP section: what an agent with only curl runs."""
+    blocks = readme_blocks(section("HTTP and Server-Sent Events"))
+    scripts = [body for language, body in blocks if language == "sh" and "curl " in body]
+    assert len(scripts) == 1
+    return scripts[0]
+
+
+def test_curl_examples_run_verbatim(default_server: ServerProcess) -> None:
+    # Twice: the task id is new each run, so the examples work again on the same server.
+    for _ in range(2):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", curl_script()],
+            capture_output=True,
+            text=True,
+            env=environment(),
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert answers[0]["task"]["state"] == "TASK_STATE_PENDING"
+        final = answers[-1]["task"]
+        assert final["state"] == "TASK_STATE_SUCCEEDED"
+        assert final["message"] == "report ready"
+        assert final["steps"][0]["state"] == "STEP_STATE_SUCCEEDED"
+        events = [line for line in result.stdout.splitlines() if line.startswith("event: ")]
+        assert events == ["event: snapshot", "event: synced"]
