@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,10 @@ from headway.client import HeadwayClient
 from headway.server.config import Settings
 from tests.clock import FakeClock
 from tests.harness import QUIET, ServerHarness, StartClocked
+
+# Test servers, in this process or started as processes, serve /metrics on any free
+# port: the default (127.0.0.1:9464) would collide between servers running at once.
+os.environ.setdefault("HEADWAY_METRICS_ADDRESS", "127.0.0.1:0")
 
 
 @pytest.fixture

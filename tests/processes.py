@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 _SERVING = re.compile(r"headway serving on port (\d+)")
+_METRICS = re.compile(r"metrics on port (\d+)")
 
 
 class ServerProcess:
@@ -24,6 +25,7 @@ class ServerProcess:
         self.args = args
         self.address = address
         self.port = 0
+        self.metrics_port = 0  # 0: metrics off
         self.process: subprocess.Popen[str] | None = None
         # Give servers that share a database their own `log`, or they overwrite each other's.
         self.log = log if log is not None else database.with_suffix(".log")
@@ -51,6 +53,8 @@ class ServerProcess:
             found = _SERVING.search(self.log.read_text())
             if found:
                 self.port = int(found.group(1))
+                metrics = _METRICS.search(self.log.read_text())
+                self.metrics_port = int(metrics.group(1)) if metrics else 0
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
