@@ -131,9 +131,11 @@ def _paced(results: dict[str, Any]) -> list[str]:
 
 def _sse(results: dict[str, Any]) -> list[str]:
     sse = results.get("sse", {})
+    lines = ["## SSE fan-out (browser-like clients of the HTTP gateway)", ""]
+    if "sse_skipped" in results:
+        return [*lines, f"Not measured: {results['sse_skipped']}.", ""]
     if not sse:
         return []
-    lines = ["## SSE fan-out (browser-like clients of the HTTP gateway)", ""]
     lines.append(
         "N browser-like clients, each its own HTTP/1.1 connection reading `GET /v1/events` "
         "(`text/event-stream`, one Event as JSON per `data:` line), beside the same N "

@@ -31,6 +31,7 @@ from bench.scenarios import PROFILES, Profile
 from bench.servers import BASELINE, ServerSpec
 from bench.stats import mib, ratio
 from bench.targets import evaluate
+from headway.server.config import Settings
 
 OUT = Path("bench/out")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL"))
@@ -121,6 +122,11 @@ class Runner:
     def sse(self) -> None:
         """N browser-like SSE clients (GET /v1/events) beside the same N gRPC streams."""
         p = self.profile
+        if "http_address" not in Settings.model_fields:
+            # This build has no HTTP gateway (it comes with branch `gateway`): nothing to measure.
+            print("  skipped: this build has no HTTP gateway (--http-address)", flush=True)
+            self.results["sse_skipped"] = "this build has no HTTP gateway (--http-address)"
+            return
         section = self.results.setdefault("sse", {})
         for scenario in p.sse:
             load = LoadSpec(
