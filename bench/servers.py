@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 _PORT_LINE = re.compile(r"(?<!http )serving on port (\d+)")
-# The HTTP gateway's startup line (its port when it listens on port 0).
-_HTTP_PORT_LINE = re.compile(r"http serving on port (\d+)")
+# The HTTP gateway's address in the startup line ("..., HTTP on http://127.0.0.1:N ...").
+_HTTP_PORT_LINE = re.compile(r"HTTP on https?://[^ ]*:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class ServerSpec:
             # Metrics on, as deployed, on a free port so that servers never collide.
             "--metrics-address",
             "127.0.0.1:0",
-            *(("--http-address", "127.0.0.1:0") if self.http else ()),
+            # The HTTP gateway on a free port when measured, otherwise off (no fixed 8080).
+            "--http-address",
+            "127.0.0.1:0" if self.http else "",
             *self.args,
         ]
 

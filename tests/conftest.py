@@ -17,6 +17,9 @@ from tests.harness import QUIET, ServerHarness, StartClocked
 # Test servers, in this process or started as processes, serve /metrics on any free
 # port: the default (127.0.0.1:9464) would collide between servers running at once.
 os.environ.setdefault("HEADWAY_METRICS_ADDRESS", "127.0.0.1:0")
+# Servers started by tests, in this process or as subprocesses, never take the fixed
+# HTTP port (8080): a free one each, unless a test names one (flags win over this).
+os.environ.setdefault("HEADWAY_HTTP_ADDRESS", "127.0.0.1:0")
 
 
 @pytest.fixture
@@ -24,6 +27,7 @@ def settings(tmp_path: Path) -> Settings:
     """Settings for a test server: any free port, a fresh database, fast heartbeats."""
     return Settings(
         address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
         database=tmp_path / "headway.db",
         heartbeat_min=timedelta(milliseconds=50),
         shutdown_grace=timedelta(seconds=1),
@@ -52,6 +56,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         base = {
             "address": "127.0.0.1:0",
+            "http_address": "127.0.0.1:0",
             "database": tmp_path / "headway.db",
             "heartbeat_min": timedelta(milliseconds=50),
             "shutdown_grace": timedelta(seconds=1),

@@ -13,19 +13,27 @@ import psutil
 
 _SERVING = re.compile(r"headway serving on port (\d+)")
 _METRICS = re.compile(r"metrics on port (\d+)")
+_HTTP = re.compile(r"HTTP on https?://[^ ]*:(\d+)")
 
 
 class ServerProcess:
     """`python -m headway.server` on a free port; stopped with SIGTERM like a real deployment."""
 
     def __init__(
-        self, database: Path, *args: str, address: str = "127.0.0.1:0", log: Path | None = None
+        self,
+        database: Path,
+        *args: str,
+        address: str = "127.0.0.1:0",
+        http_address: str = "127.0.0.1:0",
+        log: Path | None = None,
     ) -> None:
         self.database = database
         self.args = args
         self.address = address
+        self.http_address = http_address
         self.port = 0
         self.metrics_port = 0  # 0: metrics off
+        self.http_port = 0
         self.process: subprocess.Popen[str] | None = None
         # Give servers that share a database their own `log`, or they overwrite each other's.
         self.log = log if log is not None else database.with_suffix(".log")
@@ -39,6 +47,8 @@ class ServerProcess:
                     "headway.server",
                     "--address",
                     self.address,
+                    "--http-address",
+                    self.http_address,
                     "--database",
                     str(self.database),
                     *self.args,
@@ -55,6 +65,8 @@ class ServerProcess:
                 self.port = int(found.group(1))
                 metrics = _METRICS.search(self.log.read_text())
                 self.metrics_port = int(metrics.group(1)) if metrics else 0
+                http = _HTTP.search(self.log.read_text())
+                self.http_port = int(http.group(1)) if http else 0
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")
