@@ -69,6 +69,9 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | No
     for key, scenario in results.get("paced", {}).items():
         for server in ("headway", "baseline"):
             runs.append((f"paced {key} {server}", scenario.get(server, {}), scenario["rate"]))
+    for key, scenario in results.get("sse", {}).items():
+        for transport in ("grpc", "sse"):
+            runs.append((f"sse {key} {transport}", scenario.get(transport, {}), scenario["rate"]))
     for agents, by_server in results.get("max_writes", {}).items():
         for label, figures in by_server.items():
             runs.append((f"max writes {agents} agents {label}", figures, None))
@@ -96,9 +99,12 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
         "tenants": ("tenants", None),
         "idle": ("idle_memory", 2),
         "history": ("history", None),
+        "sse": ("sse", len(profile.sse)),
     }
     for section in sections:
         key, count = expected[section]
+        if section == "sse" and "sse_skipped" in results:
+            continue
         if key not in results:
             found.append(f"section {section} produced nothing")
         elif count is not None and len(results[key]) != count:
@@ -116,7 +122,7 @@ def anomalies(results: dict[str, Any]) -> list[str]:
     for where, r, rate in _runs(results):
         if not r or "error" in r:
             continue
-        if where.startswith(("paced", "max writes", "auth")):
+        if where.startswith(("paced", "max writes", "auth", "sse")):
             found += _load_anomalies(where, r, rate)
         elif where.startswith("tenants"):
             # The noisy tenant's refused writes are the point; the quiet one's must all land.
@@ -138,8 +144,9 @@ def anomalies(results: dict[str, Any]) -> list[str]:
                     f"{where}: caught up {r['catch_up_events']} events to revision "
                     f"{r['last_revision']}, expected {events}"
                 )
-    for key, scenario in results.get("paced", {}).items():
-        for name in ("deliveries_ratio", "p99_ratio"):
-            if not (_number(scenario.get(name)) and scenario[name] > 0):
-                found.append(f"paced {key}: {name} is {scenario.get(name)!r}")
+    for section in ("paced", "sse"):
+        for key, scenario in results.get(section, {}).items():
+            for name in ("deliveries_ratio", "p99_ratio"):
+                if not (_number(scenario.get(name)) and scenario[name] > 0):
+                    found.append(f"{section} {key}: {name} is {scenario.get(name)!r}")
     return found

@@ -27,6 +27,7 @@ from bench.servers import (
     machine_busy_seconds,
     main_thread_cpu_seconds,
 )
+from bench.sse import SsePlan, sse_subscriber_process
 from bench.stats import merge, mib, split, summary_ms
 from bench.subscribers import SubscriberPlan, SubscriberReport, subscriber_process
 from bench.writers import WriterPlan, WriterReport, writer_process
@@ -50,6 +51,8 @@ class LoadSpec:
     subscriber_token: str | None = None
     # Each writer process's own rate (None: as fast as acks allow), instead of a share of `rate`.
     writer_rates: tuple[float | None, ...] | None = None
+    # How subscribers watch: "grpc" (Subscribe) or "sse" (the HTTP gateway's GET /v1/events).
+    transport: str = "grpc"
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -58,13 +61,21 @@ def _sleep_until(deadline_ns: int) -> None:
         time.sleep(delay)
 
 
-def _start_subscribers(load: LoadSpec, target: str, started: list[Child]) -> list[Child]:
+def _start_subscribers(load: LoadSpec, server: ServerProcess, started: list[Child]) -> list[Child]:
     """Subscriber processes, all streams past `synced`; each is in `started` once it exists."""
     children = []
     procs = min(load.subscriber_procs, load.subscribers)
     for i, streams in enumerate(split(load.subscribers, procs) if load.subscribers else []):
+        if load.transport == "sse":
+            sse = SsePlan(server.http_url, streams, token=load.subscriber_token)
+            children.append(Child(f"subscribers-{i}", sse_subscriber_process, sse))
+            started.append(children[-1])
+            continue
         plan = SubscriberPlan(
-            target, streams, min(load.connections_per_proc, streams), token=load.subscriber_token
+            server.target,
+            streams,
+            min(load.connections_per_proc, streams),
+            token=load.subscriber_token,
         )
         children.append(Child(f"subscribers-{i}", subscriber_process, plan))
         started.append(children[-1])
@@ -124,7 +135,7 @@ def run_load(server_spec: ServerSpec, load: LoadSpec, workdir: Path) -> dict[str
     children: list[Child] = []
     failed = True
     try:
-        subscribers = _start_subscribers(load, server.target, children)
+        subscribers = _start_subscribers(load, server, children)
         writers = _start_writers(load, server.target, children)
 
         window = Window.after(0.3, load.warmup, load.duration)
@@ -187,6 +198,7 @@ def _figures(
         "server": server.spec.kind,
         "server_command": " ".join(server.command[1:]),
         "subscribers": load.subscribers,
+        "transport": load.transport,
         "agents": load.agents,
         "target_rate": load.rate,
         "seconds": round(seconds, 3),

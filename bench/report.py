@@ -129,6 +129,31 @@ def _paced(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sse(results: dict[str, Any]) -> list[str]:
+    sse = results.get("sse", {})
+    lines = ["## SSE fan-out (browser-like clients of the HTTP gateway)", ""]
+    if "sse_skipped" in results:
+        return [*lines, f"Not measured: {results['sse_skipped']}.", ""]
+    if not sse:
+        return []
+    lines.append(
+        "N browser-like clients, each its own HTTP/1.1 connection reading `GET /v1/events` "
+        "(`text/event-stream`, one Event as JSON per `data:` line), beside the same N "
+        "Subscribe streams over gRPC, at the same paced rate, against the same Headway "
+        "(HTTP gateway on), back to back. Ratios are SSE / gRPC."
+    )
+    lines.append("")
+    for scenario in sse.values():
+        lines += [f"### {scenario['title']}", ""]
+        extra = [
+            ["**deliveries ratio (SSE / gRPC)**", _fmt(scenario["deliveries_ratio"], 2)],
+            ["**p99 ratio (SSE / gRPC)**", _fmt(scenario["p99_ratio"], 2)],
+        ]
+        extra = [[*row, ""] for row in extra]
+        lines += _load_table([("SSE", scenario["sse"]), ("gRPC", scenario["grpc"])], extra)
+    return lines
+
+
 def _max_writes(results: dict[str, Any]) -> list[str]:
     lines = ["## Max durable writes/s (N=1, every agent sends again on its ack)", ""]
     for agents, runs in results.get("max_writes", {}).items():
@@ -273,6 +298,10 @@ def _commands(results: dict[str, Any]) -> list[str]:
         for server in ("headway", "baseline"):
             if "server_command" in scenario.get(server, {}):
                 commands.add("python " + scenario[server]["server_command"])
+    for scenario in results.get("sse", {}).values():
+        for transport in ("grpc", "sse"):
+            if "server_command" in scenario.get(transport, {}):
+                commands.add("python " + scenario[transport]["server_command"])
     for runs in results.get("max_writes", {}).values():
         for figures in runs.values():
             if "server_command" in figures:
@@ -336,6 +365,7 @@ def render(results: dict[str, Any]) -> str:
         "",
         *_targets(results),
         *_paced(results),
+        *_sse(results),
         *_max_writes(results),
         *_auth(results),
         *_tenants(results),

@@ -31,11 +31,14 @@ from bench.scenarios import PROFILES, Profile
 from bench.servers import BASELINE, ServerSpec
 from bench.stats import mib, ratio
 from bench.targets import evaluate
+from headway.server.config import Settings
 
 OUT = Path("bench/out")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL"))
 HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL"))
-SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history")
+SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse")
+# The SSE section's server: the HTTP gateway on too, for both transports of a pair.
+HEADWAY_HTTP = replace(HEADWAY_FULL, http=True)
 # Noisy neighbours: a quiet tenant's paced writes beside a tenant writing flat out,
 # with the per-tenant mutation quota set to this rate.
 QUIET_RATE = 50.0
@@ -113,6 +116,44 @@ class Runner:
             )
             entry["p99_ratio"] = ratio(
                 headway.get("latency", {}).get("p99_ms"), baseline.get("latency", {}).get("p99_ms")
+            )
+            section[scenario.key] = entry
+
+    def sse(self) -> None:
+        """N browser-like SSE clients (GET /v1/events) beside the same N gRPC streams."""
+        p = self.profile
+        if "http_address" not in Settings.model_fields:
+            # This build has no HTTP gateway (it comes with branch `gateway`): nothing to measure.
+            print("  skipped: this build has no HTTP gateway (--http-address)", flush=True)
+            self.results["sse_skipped"] = "this build has no HTTP gateway (--http-address)"
+            return
+        section = self.results.setdefault("sse", {})
+        for scenario in p.sse:
+            load = LoadSpec(
+                subscribers=scenario.subscribers,
+                agents=p.paced_agents,
+                rate=scenario.rate,
+                warmup=p.warmup,
+                duration=p.duration,
+                drain_timeout=p.drain_timeout,
+                subscriber_procs=scenario.subscriber_procs,
+                connections_per_proc=scenario.connections_per_proc,
+            )
+            entry: dict[str, Any] = {
+                "title": scenario.title,
+                "subscribers": scenario.subscribers,
+                "rate": scenario.rate,
+            }
+            entry["grpc"] = self._load(f"sse-{scenario.key}-grpc", HEADWAY_HTTP, load)
+            entry["sse"] = self._load(
+                f"sse-{scenario.key}-sse", HEADWAY_HTTP, replace(load, transport="sse")
+            )
+            grpc, sse = entry["grpc"], entry["sse"]
+            entry["deliveries_ratio"] = ratio(
+                sse.get("deliveries_per_s"), grpc.get("deliveries_per_s")
+            )
+            entry["p99_ratio"] = ratio(
+                sse.get("latency", {}).get("p99_ms"), grpc.get("latency", {}).get("p99_ms")
             )
             section[scenario.key] = entry
 
@@ -300,6 +341,7 @@ def main() -> None:
         "tenants": runner.tenants,
         "idle": runner.idle,
         "history": runner.history,
+        "sse": runner.sse,
     }
     for name in sections:
         print(f"{name}:", flush=True)

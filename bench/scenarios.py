@@ -49,6 +49,7 @@ class Profile:
     idle_connections_per_proc: int
     history_tasks: int
     history_events: int
+    sse: tuple[Paced, ...]  # N browser-like SSE clients, next to the same N over gRPC
     quiet_wait_budget: float  # seconds, over the whole run, to wait for other jobs to calm down
     retry_budget: float  # seconds, over the whole run, to repeat runs other jobs disturbed
 
@@ -73,6 +74,7 @@ FULL = Profile(
     idle_connections_per_proc=1,
     history_tasks=100_000,
     history_events=1_000_000,
+    sse=(Paced("n100_200", 100, 200, 2, 1), Paced("n1000_200", 1000, 200, 2, 1)),
     quiet_wait_budget=45.0,
     retry_budget=75.0,
 )
@@ -96,6 +98,7 @@ QUICK = Profile(
     idle_connections_per_proc=1,
     history_tasks=2_000,
     history_events=20_000,
+    sse=(Paced("n100_200", 100, 200, 2, 1),),
     quiet_wait_budget=0.0,
     retry_budget=0.0,
 )

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import psutil
 
-_PORT_LINE = re.compile(r"serving on port (\d+)")
+_PORT_LINE = re.compile(r"(?<!http )serving on port (\d+)")
+# The HTTP gateway's address in the startup line ("..., HTTP on http://127.0.0.1:N ...").
+_HTTP_PORT_LINE = re.compile(r"HTTP on https?://[^ ]*:(\d+)")
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class ServerSpec:
 
     kind: str  # "headway" or "baseline"
     args: tuple[str, ...] = ()
+    http: bool = False  # also serve the HTTP gateway (SSE) on a free port
 
     def command(self, database: Path | None) -> list[str]:
         if self.kind == "baseline":
@@ -42,6 +45,12 @@ class ServerSpec:
             "127.0.0.1:0",
             "--database",
             str(database),
+            # Metrics on, as deployed, on a free port so that servers never collide.
+            "--metrics-address",
+            "127.0.0.1:0",
+            # The HTTP gateway on a free port when measured, otherwise off (no fixed 8080).
+            "--http-address",
+            "127.0.0.1:0" if self.http else "",
             *self.args,
         ]
 
@@ -61,11 +70,18 @@ class ServerProcess:
         self.log_path = workdir / f"{spec.kind}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.http_port = 0
         self.start_seconds = 0.0
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        if not self.http_port:
+            raise RuntimeError(f"{self.spec.kind} serves no HTTP gateway")
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def pid(self) -> int:
@@ -86,10 +102,13 @@ class ServerProcess:
             )
         deadline = began + timeout
         while time.monotonic() < deadline:
-            found = _PORT_LINE.search(self.log_path.read_text(errors="replace"))
-            if found:
+            text = self.log_path.read_text(errors="replace")
+            found = _PORT_LINE.search(text)
+            http = _HTTP_PORT_LINE.search(text)
+            if found and (http or not self.spec.http):
                 self.start_seconds = time.monotonic() - began
                 self.port = int(found.group(1))
+                self.http_port = int(http.group(1)) if http else 0
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.spec.kind} exited early:\n{self.log_text()}")

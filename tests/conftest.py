@@ -14,6 +14,9 @@ from headway.server.config import Settings
 from tests.clock import FakeClock
 from tests.harness import QUIET, ServerHarness, StartClocked
 
+# Test servers, in this process or started as processes, serve /metrics on any free
+# port: the default (127.0.0.1:9464) would collide between servers running at once.
+os.environ.setdefault("HEADWAY_METRICS_ADDRESS", "127.0.0.1:0")
 # Servers started by tests, in this process or as subprocesses, never take the fixed
 # HTTP port (8080): a free one each, unless a test names one (flags win over this).
 os.environ.setdefault("HEADWAY_HTTP_ADDRESS", "127.0.0.1:0")

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 _SERVING = re.compile(r"headway serving on port (\d+)")
+_METRICS = re.compile(r"metrics on port (\d+)")
 _HTTP = re.compile(r"HTTP on https?://[^ ]*:(\d+)")
 
 
@@ -31,6 +32,7 @@ class ServerProcess:
         self.address = address
         self.http_address = http_address
         self.port = 0
+        self.metrics_port = 0  # 0: metrics off
         self.http_port = 0
         self.process: subprocess.Popen[str] | None = None
         # Give servers that share a database their own `log`, or they overwrite each other's.
@@ -61,6 +63,8 @@ class ServerProcess:
             found = _SERVING.search(self.log.read_text())
             if found:
                 self.port = int(found.group(1))
+                metrics = _METRICS.search(self.log.read_text())
+                self.metrics_port = int(metrics.group(1)) if metrics else 0
                 http = _HTTP.search(self.log.read_text())
                 self.http_port = int(http.group(1)) if http else 0
                 return self

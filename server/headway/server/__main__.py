@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from headway.server.app import create_server
 from headway.server.auth.factory import AuthenticationSetupError
 from headway.server.config import Settings
+from headway.server.observe import configure_logging
 from headway.server.protected import ExposureError
 from headway.server.store.lock import DatabaseInUseError
 from headway.server.tls import TlsConfigError
@@ -60,10 +61,7 @@ def main() -> None:
     except ValidationError as error:
         print(f"headway-server: invalid settings:\n{describe(error)}", file=sys.stderr)
         raise SystemExit(2) from error
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     try:
         import uvloop
     except ImportError:

@@ -34,6 +34,7 @@ from headway.server.health import HealthServicer
 from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
+from headway.server.metrics import Metrics, MetricsServer
 from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
@@ -56,6 +57,14 @@ class RunningServer:
     settings: Settings
     stopped: bool = False
     authenticator: Authenticator = field(default_factory=OpenAuthenticator)
+    metrics: Metrics | None = None
+    metrics_server: MetricsServer | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        """The port /metrics is served on; 0 when metrics are off."""
+        return self.metrics_server.port if self.metrics_server is not None else 0
+
     http: HttpServer | None = None
 
     @property
@@ -94,6 +103,8 @@ class RunningServer:
             await self.http.stop()
         await self.server.stop(grace)
         await self.engine.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         logger.info("server stopped")
 
     async def wait(self) -> None:
@@ -134,6 +145,9 @@ async def create_server(
         linger_max=settings.fanout_linger_max.total_seconds(),
     )
     engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
+    metrics = Metrics() if settings.metrics_address else None
+    if metrics is not None:
+        metrics.attach(engine, hub)
     await engine.start()
     janitor = Janitor(engine)
 
@@ -150,7 +164,7 @@ async def create_server(
         authenticator.read_tokens if isinstance(authenticator, TokenAuthenticator) else None
     )
     service = TaskService(engine, hub, settings, read_tokens=read_tokens)
-    server.add_generic_rpc_handlers((handlers(service, authenticator),))
+    server.add_generic_rpc_handlers((handlers(service, authenticator, metrics),))
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -166,6 +180,15 @@ async def create_server(
     except RuntimeError as error:
         await engine.stop()
         raise OSError(f"cannot listen on {settings.address}: {error}") from error
+    metrics_server = MetricsServer(metrics) if metrics is not None else None
+    if metrics_server is not None:
+        try:
+            await metrics_server.start(settings.metrics_address)
+        except (OSError, ValueError) as error:
+            await server.stop(None)
+            await engine.stop()
+            raise OSError(f"cannot serve metrics on {settings.metrics_address}: {error}") from error
+        logger.info("metrics on port %d (GET /metrics)", metrics_server.port)
     await server.start()
     http: HttpServer | None = None
     if settings.http_address:
@@ -201,5 +224,7 @@ async def create_server(
         reflection_servicer,
         settings,
         authenticator=authenticator,
+        metrics=metrics,
+        metrics_server=metrics_server,
         http=http,
     )

@@ -253,6 +253,13 @@ class Settings(BaseSettings):
         2000, ge=1, description="Mutations a tenant may send at once above its rate."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text, or one JSON object per line (with request_id)."
+    )
+    metrics_address: str = Field(
+        "127.0.0.1:9464",
+        description="host:port of GET /metrics (Prometheus); internal only; empty: off.",
+    )
     limits: Limits = Limits()
 
     # -- transport security and exposure (tls.py, protected.py) ----------------------

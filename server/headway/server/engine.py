@@ -26,7 +26,7 @@ import enum
 import heapq
 import logging
 import time
-from collections.abc import Callable, ItemsView, Iterator, Sequence
+from collections.abc import Callable, ItemsView, Iterator, Sequence, ValuesView
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
@@ -162,6 +162,16 @@ def timestamp_of(ns: int) -> Timestamp:
     return stamp
 
 
+class CommitObserver:
+    """What the commit loop reports as it goes (the metrics replace it); does nothing."""
+
+    def committed(self, mutations: int, changes: int, seconds: float) -> None:
+        """A group of `mutations` made `changes` durable in `seconds` (the store's commit)."""
+
+    def commit_failed(self, error: Exception) -> None:
+        """A group's commit failed; its members are retried alone (see `_isolate`)."""
+
+
 class Engine:
     """Owns the tasks, each tenant's revision counter, request ids and the commit loop."""
 
@@ -189,6 +199,7 @@ class Engine:
         self._refusing = False
         self._committing = False
         self.estimator = Estimator(settings.eta_smoothing.total_seconds())
+        self.observer = CommitObserver()
         # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
         # the lease of every task not at rest, the deadline of every pending cancel
         # request, and a heap of (finish time, tenant, id) of tasks at rest.
@@ -265,6 +276,10 @@ class Engine:
         start = bisect.bisect_right(order, (create_revision, "\U0010ffff"))
         for _, task_id in order[start:]:
             yield self._tasks[(tenant, task_id)]
+
+    def all_tasks(self) -> ValuesView[task_pb2.Task]:
+        """Every task in memory, of every tenant (the metrics count them at scrape time)."""
+        return self._tasks.values()
 
     def tasks_of(self, tenant: str) -> Iterator[task_pb2.Task]:
         return self.tasks_after(tenant, 0)
@@ -405,11 +420,16 @@ class Engine:
         try:
             staged = self._stage_group(commands, self._clock())
             if staged.batch:
+                started = time.perf_counter()
                 try:
                     await self._store.commit(staged.batch)
                 except Exception as error:
                     failure = error
                     self.estimator.rollback_to(0)
+                    self.observer.commit_failed(error)
+                else:
+                    seconds = time.perf_counter() - started
+                    self.observer.committed(len(commands), len(staged.batch.events), seconds)
         finally:
             self.estimator.end()
         if failure is not None:

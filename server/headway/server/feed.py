@@ -75,8 +75,10 @@ class ChangeFeed:
         request: FeedRequest,
         *,
         max_batch_bytes: int,
+        transport: str = "grpc",
     ) -> None:
         self._engine = engine
+        self._transport = transport
         self._hub = hub
         self._tenant = tenant
         self._request = request
@@ -95,6 +97,7 @@ class ChangeFeed:
             request.task_filter,
             include_logs=request.include_logs,
             stop_at_rest=request.end_at_rest,
+            transport=self._transport,
         )
         self.head = self._hub.head(self._tenant)
         return self
@@ -266,6 +269,7 @@ class ChangeFeed:
                 beat = event_pb2.Event(revision=head, heartbeat=event_pb2.Heartbeat())
                 batch = [Notice(head, beat.SerializeToString())]
             subscriber.heartbeat_due = False
+            self._hub.observer.live_batch(batch)  # delivery lag, for the metrics
             yield batch
             if subscriber.rest_reached:
                 return

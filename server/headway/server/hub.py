@@ -14,7 +14,7 @@ writers or the other readers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter
@@ -37,6 +37,7 @@ class Subscriber:
         "rest_reached",
         "stop_at_rest",
         "tenant",
+        "transport",
         "wakeup",
     )
 
@@ -48,8 +49,10 @@ class Subscriber:
         include_logs: bool,
         stop_at_rest: bool,
         capacity: int,
+        transport: str = "grpc",
     ) -> None:
         self.tenant = tenant
+        self.transport = transport
         self.filter = task_filter
         self.include_logs = include_logs
         self.stop_at_rest = stop_at_rest
@@ -103,6 +106,16 @@ class Subscriber:
             self.wakeup.set()
 
 
+class FanoutObserver:
+    """What the fan-out reports as it goes (the metrics replace it); does nothing."""
+
+    def evicted(self, count: int) -> None:
+        """`count` subscribers fell too far behind and were ended (SUBSCRIBER_TOO_SLOW)."""
+
+    def live_batch(self, batch: Sequence[object]) -> None:
+        """A feed hands a batch of live events (EventRecord) or a heartbeat to its transport."""
+
+
 class Hub:
     """Every live subscriber, by tenant, and each tenant's revision of its last published change."""
 
@@ -124,6 +137,7 @@ class Hub:
         self._by_tenant: dict[str, dict[Subscriber, None]] = {}
         self._count = 0
         self._closed: HeadwayError | None = None
+        self.observer = FanoutObserver()
 
     @property
     def subscriber_count(self) -> int:
@@ -136,8 +150,12 @@ class Hub:
         *,
         include_logs: bool,
         stop_at_rest: bool,
+        transport: str = "grpc",
     ) -> Subscriber:
-        """Start queueing live changes for a new subscriber (from the next publish on)."""
+        """Start queueing live changes for a new subscriber (from the next publish on).
+
+        `transport` ("grpc", "http") only labels the subscriber in the metrics.
+        """
         if self._closed is not None:
             raise self._closed
         if self._count >= self._max_subscribers:
@@ -153,10 +171,16 @@ class Hub:
             include_logs=include_logs,
             stop_at_rest=stop_at_rest,
             capacity=self._capacity,
+            transport=transport,
         )
         self._by_tenant.setdefault(tenant, {})[subscriber] = None
         self._count += 1
         return subscriber
+
+    def subscribers(self) -> Iterator[Subscriber]:
+        """Every live subscriber (the metrics count them at scrape time)."""
+        for members in self._by_tenant.values():
+            yield from members
 
     def unregister(self, subscriber: Subscriber) -> None:
         members = self._by_tenant.get(subscriber.tenant)
@@ -185,6 +209,8 @@ class Hub:
                     evicted.append(subscriber)
         for subscriber in evicted:
             self.unregister(subscriber)
+        if evicted:
+            self.observer.evicted(len(evicted))
         if not woken:
             return
         linger = min(self._linger_max, self._count * self._linger_per_subscriber)

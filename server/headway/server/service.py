@@ -30,6 +30,7 @@ from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
 from headway.server.errors import HeadwayError, Kind, internal_error, malformed_request
 from headway.server.hub import Hub
+from headway.server.observe import CallRecorder, observed
 from headway.server.quotas import RateLimiter, StreamQuota, TaskQuota
 from headway.server.status import to_rpc_status
 from headway.server.store.base import LogQuery
@@ -567,20 +568,24 @@ def _identity(data: bytes) -> bytes:
 
 
 def handlers(
-    service: TaskService, authenticator: Authenticator | None = None
+    service: TaskService,
+    authenticator: Authenticator | None = None,
+    recorder: CallRecorder | None = None,
 ) -> grpc.GenericRpcHandler[Any, Any]:
     """Method handlers for every RPC of the service descriptor.
 
     Built from the descriptor rather than the generated `add_..._to_server` so
     that Subscribe can write pre-encoded bytes, and so that every handler gets
-    the same error guard and lenient request parsing.
+    the same error guard and lenient request parsing. Each runs `observed`
+    (request id for its logs; its outcome to `recorder`, the metrics, if any).
     """
     descriptor = task_service_pb2.DESCRIPTOR.services_by_name["TaskService"]
     methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
         request_type: type[Message] = getattr(task_service_pb2, method.input_type.name)
         response_type: type[Message] = getattr(task_service_pb2, method.output_type.name)
-        handler = _guarded(getattr(service, method.name), authenticator or OpenAuthenticator())
+        guarded = _guarded(getattr(service, method.name), authenticator or OpenAuthenticator())
+        handler = observed(method.name, guarded, recorder)
         if method.server_streaming:
             methods[method.name] = grpc.unary_stream_rpc_method_handler(
                 handler,
