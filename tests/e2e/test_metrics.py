@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -18,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from headway.client.errors import NotFoundError
 from headway.server.config import Settings
 from headway.server.metrics import Metrics, metrics_middleware
+from headway.v1 import task_service_pb2
 from tests.harness import ServerHarness
 from tests.streams import Collector, kind
 
@@ -135,17 +137,22 @@ async def test_an_evicted_subscriber_is_counted(make_settings: Callable[..., Set
     try:
         port = metrics_port(harness)
         client = harness.client()
-        collector = Collector().start(client)
-        await collector.wait_for(lambda events: any(kind(e) == "synced" for e in events))
+        # A raw stream, which does not resume after it is ended (the client's would).
+        stream = client.stub.Subscribe(task_service_pb2.SubscribeRequest())
+        async for response in stream:
+            if any(kind(e) == "synced" for e in response.events):
+                break
         assert value(await scrape(port), "headway_subscribers_evicted_total") == 0
 
         for round_ in range(20):
             await asyncio.gather(*(client.create_task(f"e{round_}-{n}") for n in range(20)))
-            if collector.task is not None and collector.task.done():
+            if value(await scrape(port), "headway_subscribers_evicted_total"):
                 break
-        await collector.wait_done()
-        assert collector.error is not None
-        assert "SUBSCRIBER_TOO_SLOW" in str(collector.error.reason)
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in stream:
+                pass
+        assert ended.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "SUBSCRIBER_TOO_SLOW" in str(ended.value.trailing_metadata())
         after = await scrape(port)
         assert value(after, "headway_subscribers_evicted_total") == 1
         assert value(after, "headway_subscribers", transport="grpc") == 0
@@ -211,3 +218,26 @@ async def test_the_http_middleware_counts_requests_by_route() -> None:
     assert value(samples, "headway_http_duration_seconds_count", route=route) == 3
     # The raw path (the id) never becomes a label.
     assert not any("/v1/tasks/a" in str(labels) for _, labels in samples)
+
+
+async def test_the_gateway_counts_its_calls_by_rpc_and_its_streams_as_http(
+    served: ServerHarness,
+) -> None:
+    base = served.http_url
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/v1/tasks", json={"taskId": "via-http"}) as response:
+            assert response.status == 200
+        async with session.get(f"{base}/v1/tasks/nope") as response:
+            assert response.status == 404
+        stream = await session.get(f"{base}/v1/events")
+        await stream.content.readuntil(b"event: synced")
+        during = await scrape(metrics_port(served))
+        stream.close()
+    assert value(during, "headway_subscribers", transport="http") == 1
+    assert value(during, "headway_subscribers", transport="grpc") == 0
+    samples = await scrape(metrics_port(served))
+    created = value(samples, "headway_http_requests_total", route="POST /v1/tasks", status="200")
+    missing = value(
+        samples, "headway_http_requests_total", route="GET /v1/tasks/{taskId}", status="404"
+    )
+    assert (created, missing) == (1, 1), "each RPC route has its own label, ids never do"

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.server import paging
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter, TaskFacts
-from headway.server.hub import Hub, Subscriber
+from headway.server.hub import FanoutObserver, Hub, Subscriber
 from headway.server.records import encode_varint, frame
 from headway.server.store.base import EventRecord
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2
@@ -542,3 +542,18 @@ async def test_few_subscribers_are_woken_at_once() -> None:
     subscriber = register(hub)  # linger 0.1 ms: below the floor, no wait
     hub.publish([make_event(1)])
     assert subscriber.wakeup.is_set()
+
+
+async def test_an_overflowing_subscriber_is_evicted_and_counted_once() -> None:
+    counted: list[int] = []
+
+    class Counting(FanoutObserver):
+        def evicted(self, count: int) -> None:
+            counted.append(count)
+
+    hub = make_hub(capacity=2)
+    hub.observer = Counting()
+    register(hub)
+    hub.publish([make_event(r) for r in range(1, 7)])  # overflows at 3, then 4, 5, 6 bounce
+    assert counted == [1]
+    assert hub.subscriber_count == 0

@@ -192,7 +192,7 @@ async def create_server(
     await server.start()
     http: HttpServer | None = None
     if settings.http_address:
-        http = HttpServer(service, authenticator, settings)
+        http = HttpServer(service, authenticator, settings, metrics)
         try:
             await http.start()
         except (OSError, ValueError) as error:

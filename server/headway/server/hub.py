@@ -194,7 +194,7 @@ class Hub:
     def publish(self, events: Iterable[EventRecord]) -> None:
         """Queue committed events, in revision order, for every subscriber they concern."""
         woken: set[Subscriber] = set()
-        evicted: list[Subscriber] = []
+        evicted: dict[Subscriber, None] = {}  # ordered, each once
         for event in events:
             self._heads[event.facts.tenant] = event.revision
             members = self._by_tenant.get(event.facts.tenant)
@@ -206,7 +206,7 @@ class Hub:
                 if subscriber.offer(event):
                     woken.add(subscriber)
                 else:
-                    evicted.append(subscriber)
+                    evicted[subscriber] = None
         for subscriber in evicted:
             self.unregister(subscriber)
         if evicted:

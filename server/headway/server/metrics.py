@@ -300,7 +300,6 @@ def metrics_middleware(metrics: Metrics) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        route = _route_of(request)
         status = 500
         try:
             response = await handler(request)
@@ -310,12 +309,19 @@ def metrics_middleware(metrics: Metrics) -> Any:
             status = error.status
             raise
         finally:
-            metrics.http_finished(route, status, time.perf_counter() - started)
+            # Read after the handler: the RPC table names its route while it runs.
+            metrics.http_finished(_route_of(request), status, time.perf_counter() - started)
 
     return middleware
 
 
+# Set by a handler that serves several routes behind one resource (the RPC table).
+ROUTE_LABEL = web.RequestKey("headway_route", str)
+
+
 def _route_of(request: web.Request) -> str:
+    if ROUTE_LABEL in request:
+        return request[ROUTE_LABEL]
     route = request.match_info.route
     resource = route.resource if route is not None else None
     if resource is None:

@@ -125,4 +125,5 @@ class Gateway:
             admitted.tenant,
             admitted.feed_request,
             max_batch_bytes=self.settings.limits.max_response_bytes,
+            transport="http",
         )

@@ -40,6 +40,7 @@ from headway.server.http.sessions import (
     peer_of,
     principal_json,
 )
+from headway.server.metrics import ROUTE_LABEL, Metrics, metrics_middleware
 from headway.server.protected import host_of
 from headway.server.service import TaskService
 
@@ -73,9 +74,14 @@ class HttpServer:
     """The HTTP face of `service`, bound to `settings.http_address`."""
 
     def __init__(
-        self, service: TaskService, authenticator: Authenticator, settings: Settings
+        self,
+        service: TaskService,
+        authenticator: Authenticator,
+        settings: Settings,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics
         sessions = SessionStore(settings.http_session_ttl.total_seconds())
         self._gateway = Gateway(service, authenticator, sessions)
         self._table = RouteTable()
@@ -87,8 +93,9 @@ class HttpServer:
         self.url = ""
 
     def application(self) -> web.Application:
+        counting = [metrics_middleware(self._metrics)] if self._metrics is not None else []
         app = web.Application(
-            middlewares=[self._errors],
+            middlewares=[*counting, self._errors],
             client_max_size=self._settings.limits.max_message_bytes,
         )
         router = app.router
@@ -172,6 +179,7 @@ class HttpServer:
 
     async def _rpc(self, request: web.Request) -> web.Response:
         route, params = self._table.match(request.method, request.raw_path.split("?", 1)[0])
+        request[ROUTE_LABEL] = f"{route.method} {route.template}"
         body = await request.read() if route.body else b""
         response = await self._gateway.call(request, route, params, body)
         return json_response(to_json(response))
