@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -52,6 +53,10 @@ RETRY_MS = 2000
 FAREWELL_SECONDS = 30.0
 # How often a blocked write checks whether its feed has been ended.
 EVICTION_CHECK_SECONDS = 0.2
+# A write that leaves fewer bytes than this waiting in the socket buffer stays below
+# the transport's high-water mark (64 KiB), so it returns without waiting for the
+# reader and needs no watch for the end of the feed.
+WRITE_BUFFER_LOW = 32 * 1024
 
 EVENT_NAMES = {
     "snapshot": "snapshot",
@@ -69,17 +74,23 @@ NO_ID = frozenset({"snapshot", "resync"})
 
 def encode(items: Sequence[Emitted]) -> bytes:
     """A batch as Server-Sent Events, written at once."""
-    lines: list[str] = []
-    for item in items:
-        event = event_pb2.Event.FromString(item.data)
-        kind = event.WhichOneof("kind") or "unknown"
-        if kind not in NO_ID:
-            lines.append(f"id: {item.revision}")
-        lines.append(f"event: {EVENT_NAMES.get(kind, kind)}")
-        lines.append(f"data: {dumps(json_format.MessageToDict(event))}")
-        lines.append("")
-    lines.append("")
-    return "\n".join(lines).encode()
+    return b"".join(_event_block(item.revision, item.data) for item in items) + b"\n"
+
+
+@lru_cache(maxsize=8192)
+def _event_block(revision: int, data: bytes) -> bytes:
+    """One change as an SSE block, encoded once for every stream that carries it.
+
+    Every subscriber of a change holds the same `data` object, whose hash Python
+    computes once, so after the first stream each one pays a dictionary lookup
+    instead of a protobuf-to-JSON conversion.
+    """
+    event = event_pb2.Event.FromString(data)
+    kind = event.WhichOneof("kind") or "unknown"
+    lines = [f"id: {revision}"] if kind not in NO_ID else []
+    lines.append(f"event: {EVENT_NAMES.get(kind, kind)}")
+    lines.append(f"data: {dumps(json_format.MessageToDict(event))}")
+    return ("\n".join(lines) + "\n\n").encode()
 
 
 def encode_error(error: HeadwayError) -> bytes:
@@ -118,7 +129,7 @@ class EventStream:
                 await response.prepare(request)
                 try:
                     await response.write(f"retry: {RETRY_MS}\n\n".encode())
-                    ended = await self._pump(feed, response, admitted.heartbeat)
+                    ended = await self._pump(feed, request, response, admitted.heartbeat)
                 except (ConnectionError, asyncio.CancelledError):
                     return response
         # Out of the feed and the quota: a reader that stopped reading holds nothing else.
@@ -130,12 +141,16 @@ class EventStream:
         return response
 
     async def _pump(
-        self, feed: ChangeFeed, response: web.StreamResponse, interval: float
+        self,
+        feed: ChangeFeed,
+        request: web.Request,
+        response: web.StreamResponse,
+        interval: float,
     ) -> HeadwayError | None:
         heartbeats = Heartbeats(feed, interval)
         try:
             async for batch in feed.batches():
-                await self._write(feed, response, encode(batch))
+                await self._write(feed, request, response, encode(batch))
                 heartbeats.wrote()
         except HeadwayError as error:
             return error
@@ -146,13 +161,26 @@ class EventStream:
             heartbeats.cancel()
         return None
 
-    async def _write(self, feed: ChangeFeed, response: web.StreamResponse, data: bytes) -> None:
+    async def _write(
+        self,
+        feed: ChangeFeed,
+        request: web.Request,
+        response: web.StreamResponse,
+        data: bytes,
+    ) -> None:
         """Write one batch; while the reader does not take it, watch for the feed's end.
 
         A reader that stops reading blocks this write, and its queue fills until
         the hub ends the feed (SUBSCRIBER_TOO_SLOW): the write is then abandoned
         (its bytes are already buffered) so the stream can end.
         """
+        transport = request.transport
+        waiting = transport.get_write_buffer_size() + len(data) if transport else WRITE_BUFFER_LOW
+        if waiting < WRITE_BUFFER_LOW:
+            # The reader keeps up: this write stays below the transport's high-water
+            # mark, so it cannot pause, and there is nothing to watch.
+            await response.write(data)
+            return
         write = asyncio.ensure_future(response.write(data))
         while True:
             done, _ = await asyncio.wait({write}, timeout=EVICTION_CHECK_SECONDS)
