@@ -38,8 +38,10 @@ export function durationMillis(duration) {
 }
 
 // 3725000 -> "1h 2m 5s"; 65000 -> "1m 5s"; 4200 -> "4s"
-export function formatDuration(ms) {
+// With `precise`, durations under 10 s keep a tenth: 4200 -> "4.2s".
+export function formatDuration(ms, precise = false) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return "–";
+  if (precise && ms < 10000) return `${(Math.max(0, ms) / 1000).toFixed(1)}s`;
   let seconds = Math.max(0, Math.round(ms / 1000));
   const days = Math.floor(seconds / 86400);
   seconds -= days * 86400;

@@ -48,8 +48,11 @@ function timing(task) {
     parts.push(
       h(
         "span",
-        { class: "elapsed", dataset: { from: String(start), to: finish !== null ? String(finish) : "" } },
-        `Elapsed ${formatDuration((finish ?? Date.now()) - start)}`,
+        {
+          class: "elapsed",
+          dataset: { from: String(start), to: finish !== null ? String(finish) : "", label: task.startTime ? "Elapsed" : "Queued" },
+        },
+        `${task.startTime ? "Elapsed" : "Queued"} ${formatDuration((finish ?? Date.now()) - start)}`,
       ),
     );
   }
@@ -59,7 +62,7 @@ function timing(task) {
       h(
         "span",
         { class: "eta", dataset: { finish: String(eta) }, title: `Expected at ${formatTime(task.eta.finishTime)}` },
-        `ETA ${formatDuration(eta - Date.now())}`,
+        etaText(eta - Date.now()),
         h("span", { class: "eta-basis" }, ` (${basisName(task.eta)})`),
       ),
     );
@@ -67,16 +70,19 @@ function timing(task) {
   return parts.length ? h("div", { class: "timing" }, parts) : null;
 }
 
+function etaText(left) {
+  return left >= 1000 ? `ETA ${formatDuration(left)}` : "ETA any moment";
+}
+
 // Refreshes every elapsed and ETA counter under `root` from the client's clock.
 export function tick(root, now = Date.now()) {
   for (const node of root.querySelectorAll(".elapsed")) {
     const from = Number(node.dataset.from);
     const to = node.dataset.to ? Number(node.dataset.to) : now;
-    node.firstChild.nodeValue = `Elapsed ${formatDuration(to - from)}`;
+    node.firstChild.nodeValue = `${node.dataset.label} ${formatDuration(to - from)}`;
   }
   for (const node of root.querySelectorAll(".eta")) {
-    const left = Number(node.dataset.finish) - now;
-    node.firstChild.nodeValue = left > 0 ? `ETA ${formatDuration(left)}` : "ETA any moment";
+    node.firstChild.nodeValue = etaText(Number(node.dataset.finish) - now);
   }
 }
 
@@ -142,6 +148,7 @@ function artifactsList(artifacts) {
   return h(
     "ul",
     { class: "artifacts", "aria-label": "Artifacts" },
+    h("li", { class: "artifacts-title" }, "Artifacts:"),
     artifacts.map((artifact) => {
       const href = safeHref(artifact.uri);
       const label = artifact.name || artifact.uri;

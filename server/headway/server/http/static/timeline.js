@@ -60,24 +60,26 @@ export function timeline(task, now = Date.now()) {
       summary = `${name}: ${state === "skipped" ? "skipped" : "not started"}`;
     } else {
       const wait = previousEnd !== null ? start - previousEnd : 0;
-      if (wait >= 500) {
+      if (wait >= 100) {
         track.append(
           h(
             "span",
             {
               class: "tl-wait",
               style: `left: ${pct(previousEnd)}; width: ${width(previousEnd, start)}`,
-              title: `waited ${formatDuration(wait)}`,
+              title: `waited ${formatDuration(wait, true)}`,
               dataset: { wait: String(wait) },
             },
-            h("span", { class: "tl-wait-label" }, `wait ${formatDuration(wait)}`),
+            (start - previousEnd) / (last - first) > 0.06
+              ? h("span", { class: "tl-wait-label" }, `wait ${formatDuration(wait, true)}`)
+              : null,
           ),
         );
       }
       const duration = end - start;
       summary = `${name}: ${state}, ${formatTime(step.startTime)} to ${
         step.finishTime ? formatTime(step.finishTime) : "now"
-      } (${formatDuration(duration)})`;
+      } (${formatDuration(duration, true)})`;
       track.append(
         h(
           "span",
@@ -87,7 +89,7 @@ export function timeline(task, now = Date.now()) {
             title: summary,
             dataset: { stepKey: step.key, start: String(start), end: String(end) },
           },
-          h("span", { class: "tl-bar-label" }, formatDuration(duration)),
+          h("span", { class: "tl-bar-label" }, formatDuration(duration, true)),
         ),
       );
       previousEnd = Math.max(previousEnd ?? end, end);
