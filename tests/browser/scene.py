@@ -88,7 +88,11 @@ async def busy_tenant(client: HeadwayClient) -> None:
 
     # A parent with two children.
     await client.create_task(
-        "release", display_name="Release 2.4", kind="release", steps=["build", "publish"], start=True
+        "release",
+        display_name="Release 2.4",
+        kind="release",
+        steps=["build", "publish"],
+        start=True,
     )
     await client.update_step("release", "build", state=RUNNING)
     await client.create_task(
@@ -116,7 +120,9 @@ async def busy_tenant(client: HeadwayClient) -> None:
     await client.fail_task(
         "sync-crm", message="region 'us' not configured", code=error.code, details=error.details
     )
-    await client.create_task("reindex", display_name="Reindex search", kind="maintenance", start=True)
+    await client.create_task(
+        "reindex", display_name="Reindex search", kind="maintenance", start=True
+    )
     await client.cancel_task("reindex", reason="maintenance window over")
     await client.confirm_cancel("reindex")
 
