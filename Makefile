@@ -64,7 +64,7 @@ fuzz: $(STAMP) ## Long fuzz run of every RPC; summary printed and in fuzz-report
 		$(BIN)/pytest tests/fuzz -q -p no:randomly --timeout=0 -o addopts="" ; status=$$?; \
 		cat fuzz-report.txt; exit $$status
 
-run: $(STAMP) ## Run the server on 127.0.0.1:50051 (loopback only) with SQLite in ./headway.db.
+run: $(STAMP) ## Run the server: gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8080 (loopback only), SQLite in ./headway.db.
 	$(PY) -m headway.server
 
 # Phony on their own line: bench/ is also a directory, which would look up to date.

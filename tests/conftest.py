@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -13,12 +14,17 @@ from headway.server.config import Settings
 from tests.clock import FakeClock
 from tests.harness import QUIET, ServerHarness, StartClocked
 
+# Servers started by tests, in this process or as subprocesses, never take the fixed
+# HTTP port (8080): a free one each, unless a test names one (flags win over this).
+os.environ.setdefault("HEADWAY_HTTP_ADDRESS", "127.0.0.1:0")
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a test server: any free port, a fresh database, fast heartbeats."""
     return Settings(
         address="127.0.0.1:0",
+        http_address="127.0.0.1:0",
         database=tmp_path / "headway.db",
         heartbeat_min=timedelta(milliseconds=50),
         shutdown_grace=timedelta(seconds=1),
@@ -47,6 +53,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         base = {
             "address": "127.0.0.1:0",
+            "http_address": "127.0.0.1:0",
             "database": tmp_path / "headway.db",
             "heartbeat_min": timedelta(milliseconds=50),
             "shutdown_grace": timedelta(seconds=1),

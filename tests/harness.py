@@ -43,9 +43,10 @@ class ServerHarness:
     async def start(self) -> RunningServer:
         if self.running is not None:
             # Restart on the same port, so clients that resume reach it again.
-            self.settings = self.settings.model_copy(
-                update={"address": f"127.0.0.1:{self.running.port}"}
-            )
+            update = {"address": f"127.0.0.1:{self.running.port}"}
+            if self.running.http_port:
+                update["http_address"] = f"127.0.0.1:{self.running.http_port}"
+            self.settings = self.settings.model_copy(update=update)
         self.running = await create_server(
             self.settings, clock=self.clock, authenticator=self.authenticator
         )
@@ -58,6 +59,13 @@ class ServerHarness:
     async def restart(self) -> RunningServer:
         await self.stop()
         return await self.start()
+
+    @property
+    def http_url(self) -> str:
+        """The base URL of the server's HTTP face, such as http://127.0.0.1:41234."""
+        assert self.running is not None, "server is not running"
+        assert self.running.http_port, "HTTP is off"
+        return f"http://127.0.0.1:{self.running.http_port}"
 
     def client(self, token: str | None = None) -> HeadwayClient:
         """A client of the server; with `token`, it sends it as `authorization: Bearer <token>`."""

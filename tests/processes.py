@@ -12,18 +12,26 @@ from pathlib import Path
 import psutil
 
 _SERVING = re.compile(r"headway serving on port (\d+)")
+_HTTP = re.compile(r"HTTP on https?://[^ ]*:(\d+)")
 
 
 class ServerProcess:
     """`python -m headway.server` on a free port; stopped with SIGTERM like a real deployment."""
 
     def __init__(
-        self, database: Path, *args: str, address: str = "127.0.0.1:0", log: Path | None = None
+        self,
+        database: Path,
+        *args: str,
+        address: str = "127.0.0.1:0",
+        http_address: str = "127.0.0.1:0",
+        log: Path | None = None,
     ) -> None:
         self.database = database
         self.args = args
         self.address = address
+        self.http_address = http_address
         self.port = 0
+        self.http_port = 0
         self.process: subprocess.Popen[str] | None = None
         # Give servers that share a database their own `log`, or they overwrite each other's.
         self.log = log if log is not None else database.with_suffix(".log")
@@ -37,6 +45,8 @@ class ServerProcess:
                     "headway.server",
                     "--address",
                     self.address,
+                    "--http-address",
+                    self.http_address,
                     "--database",
                     str(self.database),
                     *self.args,
@@ -51,6 +61,8 @@ class ServerProcess:
             found = _SERVING.search(self.log.read_text())
             if found:
                 self.port = int(found.group(1))
+                http = _HTTP.search(self.log.read_text())
+                self.http_port = int(http.group(1)) if http else 0
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()}")

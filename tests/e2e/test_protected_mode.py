@@ -45,7 +45,7 @@ def test_loopback_needs_no_configuration(tmp_path: Path) -> None:
         log = server.log.read_text()
     finally:
         assert server.stop() == 0
-    assert "protection: loopback only (127.0.0.1:0); no authentication" in log
+    assert "protection: loopback only (127.0.0.1:0, 127.0.0.1:0); no authentication" in log
 
 
 def test_mutual_tls_is_authentication_enough_for_the_network(tmp_path: Path) -> None:
@@ -61,7 +61,10 @@ def test_mutual_tls_is_authentication_enough_for_the_network(tmp_path: Path) -> 
     finally:
         assert server.stop() == 0
     assert f"transport: mutual TLS (certificate {certs.server_cert}, client CA {certs.ca}" in log
-    assert "protection: reachable from the network (0.0.0.0:0); authentication: client" in log
+    assert (
+        "protection: reachable from the network (0.0.0.0:0, 127.0.0.1:0); authentication: client"
+        in log
+    )
 
 
 def test_unusable_tls_files_exit_2(tmp_path: Path) -> None:
@@ -76,3 +79,27 @@ def test_unusable_tls_files_exit_2(tmp_path: Path) -> None:
     missing = run_server("--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", "x")
     assert missing.returncode == 2
     assert "--tls-cert (HEADWAY_TLS_CERT)" in missing.stderr
+
+
+def test_an_http_address_on_the_network_without_authentication_exits_2(tmp_path: Path) -> None:
+    database = tmp_path / "headway.db"
+    result = run_server(
+        *("--address", "127.0.0.1:0", "--http-address", "0.0.0.0:0"),
+        *("--database", str(database)),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("headway-server: refusing to listen on 0.0.0.0:0")
+    assert "--http-address 127.0.0.1:8080" in result.stderr
+    assert not database.exists()
+
+
+def test_insecure_serves_http_on_the_network_too(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path / "headway.db", "--insecure", address="127.0.0.1:0", http_address="0.0.0.0:0"
+    ).start()
+    try:
+        log = server.log.read_text()
+    finally:
+        assert server.stop() == 0
+    assert "protection: UNPROTECTED: reachable from the network (127.0.0.1:0, 0.0.0.0:0)" in log
+    assert server.http_port > 0

@@ -24,6 +24,7 @@ from tests.processes import ServerProcess
 README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
 DEFAULT_PORT = 50051
+DEFAULT_HTTP_PORT = 8080
 
 pytestmark = pytest.mark.grpcurl
 
@@ -73,15 +74,18 @@ def environment() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("0.0.0.0", DEFAULT_PORT))
-        except OSError:
-            pytest.fail(f"port {DEFAULT_PORT} is busy: stop the server listening there first")
+    for port in (DEFAULT_PORT, DEFAULT_HTTP_PORT):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                pytest.fail(f"port {port} is busy: stop the server listening there first")
     folder = tmp_path_factory.mktemp("readme")
     # As `make run` starts it: default address, a database in the working folder.
-    server = ServerProcess(folder / "headway.db", address="127.0.0.1:50051").start()
+    server = ServerProcess(
+        folder / "headway.db", address="127.0.0.1:50051", http_address="127.0.0.1:8080"
+    ).start()
     try:
         yield server
     finally:

@@ -5,7 +5,9 @@
 NOT_SERVING and its Watch streams end, as do reflection streams; change
 streams end with UNAVAILABLE (clients resume elsewhere); new mutations are
 answered UNAVAILABLE while accepted ones commit; the port closes with a grace
-period for calls still running; and only then the store closes. The server
+period for calls still running; and only then the store closes. The HTTP site
+(headway.server.http) turns /healthz to 503 with health, its event streams end
+with the hub's, and it closes before the gRPC port. The server
 itself ends every stream that would otherwise stay open, so the grace period
 is spent only on calls that are really in flight.
 """
@@ -29,6 +31,7 @@ from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.health import HealthServicer
+from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.protected import check_exposure, unprotected
@@ -53,6 +56,12 @@ class RunningServer:
     settings: Settings
     stopped: bool = False
     authenticator: Authenticator = field(default_factory=OpenAuthenticator)
+    http: HttpServer | None = None
+
+    @property
+    def http_port(self) -> int:
+        """The HTTP port (a free one when `http_address` asked for port 0); 0 when HTTP is off."""
+        return self.http.port if self.http is not None else 0
 
     def reload_credentials(self) -> None:
         """Read the token file again now (SIGHUP); a broken one keeps the entries in force."""
@@ -67,6 +76,8 @@ class RunningServer:
         if grace is None:
             grace = self.settings.shutdown_grace.total_seconds()
         await self.health.enter_graceful_shutdown()
+        if self.http is not None:
+            self.http.begin_shutdown()
         self.reflection.close()
         self.hub.close(
             HeadwayError(
@@ -78,6 +89,9 @@ class RunningServer:
         await self.janitor.stop()
         drain = min(self.settings.shutdown_drain.total_seconds(), grace)
         await self.engine.drain(at_least=drain, at_most=grace)
+        if self.http is not None:
+            # Its event streams ended with the hub; calls still running get the grace period.
+            await self.http.stop()
         await self.server.stop(grace)
         await self.engine.stop()
         logger.info("server stopped")
@@ -153,11 +167,25 @@ async def create_server(
         await engine.stop()
         raise OSError(f"cannot listen on {settings.address}: {error}") from error
     await server.start()
+    http: HttpServer | None = None
+    if settings.http_address:
+        http = HttpServer(service, authenticator, settings)
+        try:
+            await http.start()
+        except (OSError, ValueError) as error:
+            await server.stop(None)
+            await engine.stop()
+            raise OSError(f"cannot listen on {settings.http_address} (HTTP): {error}") from error
     janitor.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s", describe(authenticator))
-    logger.info("headway serving on port %d (database %s)", port, settings.database)
+    logger.info(
+        "headway serving on port %d (gRPC), %s (database %s)",
+        port,
+        f"HTTP on {http.url}" if http is not None else "HTTP off",
+        settings.database,
+    )
     logger.info("transport: %s", describe_transport(settings))
     if unprotected(settings):
         logger.warning("protection: %s", exposure)
@@ -173,4 +201,5 @@ async def create_server(
         reflection_servicer,
         settings,
         authenticator=authenticator,
+        http=http,
     )

@@ -118,6 +118,13 @@ class Settings(BaseSettings):
         "127.0.0.1:50051",
         description="host:port to listen on (port 0: any); beyond loopback, see --insecure.",
     )
+    http_address: str = Field(
+        "127.0.0.1:8080",
+        description="host:port of HTTP/JSON and Server-Sent Events (port 0: any; empty: off).",
+    )
+    http_session_ttl: Duration = Field(
+        timedelta(hours=12), description="How long an HTTP sign-in (session cookie) lasts."
+    )
     database: Path = Field(Path("headway.db"), description="SQLite database file.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="FULL: durable on power loss. NORMAL: durable on process crash."

@@ -21,6 +21,7 @@ heartbeat is due (`request_heartbeat`). Each item has a `revision` and `data`, t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -82,7 +83,10 @@ class ChangeFeed:
         self._max_batch_bytes = max_batch_bytes
         self._subscriber: Subscriber | None = None
         self._pin: int | None = None
+        self._caught_up: AsyncIterator[tuple[list[Emitted], bool]] | None = None
         self.head = 0
+        # Set once every change up to `head` (or the snapshot) has been yielded.
+        self.live = asyncio.Event()
 
     def __enter__(self) -> ChangeFeed:
         request = self._request
@@ -118,11 +122,18 @@ class ChangeFeed:
         subscriber.heartbeat_due = True
         subscriber.wakeup.set()
 
-    async def batches(self) -> AsyncIterator[list[Emitted]]:
-        """Every batch of events, in revision order; ends when a watched task rests."""
+    def begin(self) -> None:
+        """Decide where the feed starts: a snapshot, history, or (compacted) a resync.
+
+        Raises OUT_OF_RANGE (`REVISION_IN_FUTURE`, or `REVISION_COMPACTED` when
+        the request fails on compaction) now, so a transport can refuse the
+        request before it starts its response. `batches()` calls it if needed.
+        """
+        if self._caught_up is not None:
+            return
         start = self._request.start_revision
         if start is None:
-            caught_up = self._snapshot(self.head)
+            self._caught_up = self._snapshot(self.head)
         elif start > self.head:
             raise HeadwayError(
                 Kind.OUT_OF_RANGE,
@@ -131,18 +142,28 @@ class ChangeFeed:
                 {"revision": str(self.head)},
             )
         elif start < self._engine.compacted(self._tenant):
-            caught_up = self._resync(self._engine.compacted(self._tenant))
+            oldest = self._engine.compacted(self._tenant)
+            if self._request.fail_on_compacted:
+                raise _compacted(oldest)
+            self._caught_up = self._resync(oldest)
         else:
             # No await between the fence check above and this pin.
             self._pin = self._engine.pin(self._tenant, start)
-            caught_up = self._history(start)
+            self._caught_up = self._history(start)
+
+    async def batches(self) -> AsyncIterator[list[Emitted]]:
+        """Every batch of events, in revision order; ends when a watched task rests."""
+        self.begin()
+        assert self._caught_up is not None
         at_rest = False
-        async for batch, rested in caught_up:
+        async for batch, rested in self._caught_up:
             if batch:
                 yield batch
             self._raise_if_ended()
             at_rest = at_rest or rested
         self._unpin()
+        # Everything up to `head` is out: from here on only live changes (and heartbeats).
+        self.live.set()
         if not at_rest:
             async for batch in self._live():
                 yield batch
@@ -178,13 +199,7 @@ class ChangeFeed:
     async def _resync(self, oldest: int) -> AsyncIterator[tuple[list[Emitted], bool]]:
         """History the subscriber needs is gone: a Resync notice and a fresh snapshot, or fail."""
         if self._request.fail_on_compacted:
-            raise HeadwayError(
-                Kind.OUT_OF_RANGE,
-                "REVISION_COMPACTED",
-                f"history before revision {oldest} has been compacted; "
-                "subscribe without start_revision to start from a snapshot",
-                {"oldest_revision": str(oldest)},
-            )
+            raise _compacted(oldest)
         # The snapshot is taken now, at the hub's current revision; queued live
         # changes it already contains are dropped, later ones follow it.
         head = self._hub.head(self._tenant)
@@ -264,3 +279,13 @@ class ChangeFeed:
         if self._pin is not None:
             self._engine.unpin(self._pin)
             self._pin = None
+
+
+def _compacted(oldest: int) -> HeadwayError:
+    return HeadwayError(
+        Kind.OUT_OF_RANGE,
+        "REVISION_COMPACTED",
+        f"history before revision {oldest} has been compacted; "
+        "subscribe without start_revision to start from a snapshot",
+        {"oldest_revision": str(oldest)},
+    )

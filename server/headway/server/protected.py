@@ -60,34 +60,55 @@ def authentication_sources(settings: Settings) -> list[str]:
     return sources
 
 
+def listening_addresses(settings: Settings) -> list[tuple[str, str]]:
+    """Every address the server listens on, with the flag that sets it: gRPC, then HTTP."""
+    addresses = [("--address", settings.address)]
+    if settings.http_address:
+        addresses.append(("--http-address", settings.http_address))
+    return addresses
+
+
+def _exposed(settings: Settings) -> list[tuple[str, str]]:
+    return [(flag, a) for flag, a in listening_addresses(settings) if not is_loopback(a)]
+
+
 def unprotected(settings: Settings) -> bool:
     """True when the server listens beyond loopback and asks nobody who they are."""
-    return not is_loopback(settings.address) and not authentication_sources(settings)
+    return bool(_exposed(settings)) and not authentication_sources(settings)
 
 
 def check_exposure(settings: Settings) -> str:
     """The server's protection mode, for the startup log; ExposureError if it must not start."""
     sources = authentication_sources(settings)
-    where = "loopback only" if is_loopback(settings.address) else "reachable from the network"
+    exposed = _exposed(settings)
+    where = "reachable from the network" if exposed else "loopback only"
+    shown = ", ".join(address for _, address in listening_addresses(settings))
     if sources:
-        return f"{where} ({settings.address}); authentication: {', '.join(sources)}"
-    if is_loopback(settings.address):
+        return f"{where} ({shown}); authentication: {', '.join(sources)}"
+    if not exposed:
         return (
-            f"{where} ({settings.address}); no authentication: every caller is the admin "
-            "of the default tenant"
+            f"{where} ({shown}); no authentication: every caller is the admin of the default tenant"
         )
     if settings.insecure:
         return (
-            f"UNPROTECTED: {where} ({settings.address}) with no authentication (--insecure): "
+            f"UNPROTECTED: {where} ({shown}) with no authentication (--insecure): "
             "anyone who can connect is the admin of the default tenant"
         )
+    flag, address = exposed[0]
+    loopback = "127.0.0.1:50051" if flag == "--address" else "127.0.0.1:8080"
     raise ExposureError(
-        f"refusing to listen on {settings.address}: it is reachable from the network and no "
+        f"refusing to listen on {address}: it is reachable from the network and no "
         "authentication is configured, so anyone could read, change and delete every task. "
         "Configure authentication (--auth-token-file, --auth-jwt-*, or mutual TLS with "
-        "--tls-client-ca), listen on loopback only (--address 127.0.0.1:50051), or, on a "
+        f"--tls-client-ca), listen on loopback only ({flag} {loopback}), or, on a "
         "network you trust, pass --insecure"
     )
 
 
-__all__ = ["ExposureError", "authentication_sources", "check_exposure", "is_loopback"]
+__all__ = [
+    "ExposureError",
+    "authentication_sources",
+    "check_exposure",
+    "is_loopback",
+    "listening_addresses",
+]

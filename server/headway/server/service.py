@@ -108,6 +108,23 @@ class TaskService:
         )
         self._streams = StreamQuota(settings.quota_subscriptions)
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def hub(self) -> Hub:
+        return self._hub
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
+    def streams(self) -> StreamQuota:
+        """Open change streams per tenant, counted across transports (gRPC and HTTP)."""
+        return self._streams
+
     # -- mutations ----------------------------------------------------------------
 
     async def _mutate(

@@ -1,6 +1,6 @@
 """The one table from `HeadwayError` to a gRPC status.
 
-Every error a client receives goes through `to_rpc_status`: a status code, the
+Every error a client receives goes through `to_status` (gRPC: `to_rpc_status`): a status code, the
 message, a `google.rpc.ErrorInfo` (domain "headway.v1") and, for invalid
 arguments, a `google.rpc.BadRequest` naming each offending field. Keeping this
 apart from `errors` lets the domain and validation stay free of grpc.
@@ -28,7 +28,12 @@ MAX_TEXT_BYTES = 200  # one field path, description or metadata value
 
 
 def to_rpc_status(error: HeadwayError) -> grpc.Status:
-    """The status a client receives for `error`: code, message, ErrorInfo, BadRequest.
+    """The gRPC status a client receives for `error` (see `to_status`)."""
+    return rpc_status.to_status(to_status(error))
+
+
+def to_status(error: HeadwayError) -> status_pb2.Status:
+    """`error` as a google.rpc.Status: code, message, ErrorInfo, BadRequest; for any transport.
 
     Hostile input can make any part long (a field path names a 5,000-character
     map key); every part is clipped, and violations beyond the budget are
@@ -50,12 +55,11 @@ def to_rpc_status(error: HeadwayError) -> grpc.Status:
     details = [_pack(info)]
     if bad_request.field_violations:
         details.append(_pack(bad_request))
-    status = status_pb2.Status(
+    return status_pb2.Status(
         code=_CODE_NUMBERS[error.kind],
         message=_clip(error.message, MAX_MESSAGE_BYTES),
         details=details,
     )
-    return rpc_status.to_status(status)
 
 
 def _clip(text: str, limit: int = MAX_TEXT_BYTES) -> str:

@@ -2,7 +2,8 @@
 
 All of the catch-up and live handoff lives in `feed`; this module validates
 the request, schedules heartbeats and writes batches as SubscribeResponse
-messages of bounded size.
+messages of bounded size. The request check and the heartbeat timer are shared
+with the HTTP event stream (headway.server.http.events).
 """
 
 from __future__ import annotations
@@ -45,6 +46,73 @@ class _Writer:
             await self._context.write(b"".join(parts))
 
 
+def check_subscribe(
+    request: task_service_pb2.SubscribeRequest, settings: Settings, visibility: Visibility
+) -> FeedRequest:
+    """A Subscribe request checked (INVALID_ARGUMENT) and narrowed to what the caller may see.
+
+    Shared by every transport that streams changes (gRPC here, Server-Sent
+    Events and long polls over HTTP), so they accept and refuse the same requests.
+    """
+    v = Violations()
+    check_filter(v, "filter", request.filter, settings.limits)
+    if request.HasField("start_revision") and request.start_revision < 0:
+        v.add("start_revision", "must not be negative")
+    if request.end_at_rest and len(request.filter.task_ids) != 1:
+        v.add("end_at_rest", "requires filter.task_ids to name exactly one task")
+    if request.on_compacted not in task_service_pb2.CompactedPolicy.values():
+        v.add("on_compacted", f"unknown policy {request.on_compacted}")
+    v.raise_if_any()
+    return FeedRequest(
+        # Only the tasks the caller may see: a snapshot and every change alike.
+        task_filter=visibility.filter(request.filter),
+        start_revision=request.start_revision if request.HasField("start_revision") else None,
+        fail_on_compacted=request.on_compacted == task_service_pb2.COMPACTED_POLICY_FAIL,
+        include_logs=request.include_logs,
+        end_at_rest=request.end_at_rest,
+    )
+
+
+def heartbeat_interval(request: task_service_pb2.SubscribeRequest, settings: Settings) -> float:
+    """The requested interval in seconds within the server's bounds; unset or zero: the default."""
+    return clamp_duration(
+        request.heartbeat_interval,
+        default=settings.heartbeat_default,
+        low=settings.heartbeat_min,
+        high=settings.heartbeat_max,
+    ).total_seconds()
+
+
+class Heartbeats:
+    """Asks `feed` for a heartbeat whenever nothing was written for `interval` seconds.
+
+    One timer per stream, re-armed only when it fires: a busy stream pays
+    nothing per write for its heartbeats. Call `wrote()` after each write and
+    `cancel()` when the stream ends.
+    """
+
+    def __init__(self, feed: ChangeFeed, interval: float) -> None:
+        self._feed = feed
+        self._interval = interval
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+        self._timer = self._loop.call_later(interval, self._beat)
+
+    def _beat(self) -> None:
+        idle = self._loop.time() - self._last_write
+        if idle >= self._interval * 0.999:
+            self._feed.request_heartbeat()
+            self._timer = self._loop.call_later(self._interval, self._beat)
+        else:
+            self._timer = self._loop.call_later(self._interval - idle, self._beat)
+
+    def wrote(self) -> None:
+        self._last_write = self._loop.time()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class Subscription:
     """Serves one Subscribe call."""
 
@@ -65,37 +133,8 @@ class Subscription:
         self._tenant = tenant
         self._visibility = visibility or Visibility(tenant)
         self._streams = streams or StreamQuota(0)
-        self._feed_request = self._check(request)
-        self._heartbeat = self._heartbeat_interval(request)
-
-    def _check(self, request: task_service_pb2.SubscribeRequest) -> FeedRequest:
-        v = Violations()
-        check_filter(v, "filter", request.filter, self._settings.limits)
-        if request.HasField("start_revision") and request.start_revision < 0:
-            v.add("start_revision", "must not be negative")
-        if request.end_at_rest and len(request.filter.task_ids) != 1:
-            v.add("end_at_rest", "requires filter.task_ids to name exactly one task")
-        if request.on_compacted not in task_service_pb2.CompactedPolicy.values():
-            v.add("on_compacted", f"unknown policy {request.on_compacted}")
-        v.raise_if_any()
-        return FeedRequest(
-            # Only the tasks the caller may see: a snapshot and every change alike.
-            task_filter=self._visibility.filter(request.filter),
-            start_revision=request.start_revision if request.HasField("start_revision") else None,
-            fail_on_compacted=request.on_compacted == task_service_pb2.COMPACTED_POLICY_FAIL,
-            include_logs=request.include_logs,
-            end_at_rest=request.end_at_rest,
-        )
-
-    def _heartbeat_interval(self, request: task_service_pb2.SubscribeRequest) -> float:
-        """The requested interval within the server's bounds; unset or zero: the default."""
-        settings = self._settings
-        return clamp_duration(
-            request.heartbeat_interval,
-            default=settings.heartbeat_default,
-            low=settings.heartbeat_min,
-            high=settings.heartbeat_max,
-        ).total_seconds()
+        self._feed_request = check_subscribe(request, settings, self._visibility)
+        self._heartbeat = heartbeat_interval(request, settings)
 
     async def serve(self, context: grpc.aio.ServicerContext[object, bytes]) -> None:
         # The tenant's stream quota is held for as long as the stream lasts, however it ends.
@@ -113,25 +152,10 @@ class Subscription:
             max_batch_bytes=self._settings.limits.max_response_bytes,
         )
         with feed:
-            # One timer per stream, re-armed only when it fires: a busy stream pays
-            # nothing per write for its heartbeats.
-            loop = asyncio.get_running_loop()
-            last_write = loop.time()
-            timer: asyncio.TimerHandle | None = None
-
-            def beat() -> None:
-                nonlocal timer
-                idle = loop.time() - last_write
-                if idle >= self._heartbeat * 0.999:
-                    feed.request_heartbeat()
-                    timer = loop.call_later(self._heartbeat, beat)
-                else:
-                    timer = loop.call_later(self._heartbeat - idle, beat)
-
-            timer = loop.call_later(self._heartbeat, beat)
+            heartbeats = Heartbeats(feed, self._heartbeat)
             try:
                 async for batch in feed.batches():
                     await writer.write(batch)
-                    last_write = loop.time()
+                    heartbeats.wrote()
             finally:
-                timer.cancel()
+                heartbeats.cancel()
