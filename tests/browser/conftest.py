@@ -39,14 +39,6 @@ class Web:
         return self.harness.target
 
 
-def http_base(harness: ServerHarness) -> str:
-    """The dashboard's address; a restart keeps the port, so the page can come back."""
-    assert harness.running is not None
-    port = harness.running.http_port
-    harness.settings = harness.settings.model_copy(update={"http_address": f"127.0.0.1:{port}"})
-    return f"http://127.0.0.1:{port}"
-
-
 def web_settings(make_settings: Callable[..., Settings], **overrides: object) -> Settings:
     base: dict[str, object] = {
         "http_address": "127.0.0.1:0",
@@ -82,7 +74,7 @@ async def start_web(settings: Settings, **tokens: str) -> Web:
     harness = ServerHarness(settings)
     await harness.start()
     client_token = tokens.get("agent")
-    return Web(harness, http_base(harness), harness.client(client_token), dict(tokens))
+    return Web(harness, harness.http_url, harness.client(client_token), dict(tokens))
 
 
 @pytest_asyncio.fixture(loop_scope="module")

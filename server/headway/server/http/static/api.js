@@ -77,6 +77,8 @@ export function listLogs(id, { minLevel, stepKey, text, pageSize, pageToken } = 
   });
 }
 
-export function eventsUrl() {
-  return "/v1/events?includeLogs=true";
+// The event stream; after `lastEventId` when resuming (EventSource's own
+// reconnections send it as the Last-Event-ID header by themselves).
+export function eventsUrl(lastEventId = 0) {
+  return `/v1/events?includeLogs=true${lastEventId ? `&lastEventId=${lastEventId}` : ""}`;
 }

@@ -113,11 +113,13 @@ function closeStream() {
 
 function connect() {
   closeStream();
-  // A new EventSource starts with a snapshot; the one it replaces may have missed
-  // deletions, so tasks the snapshot no longer has are dropped at `synced`.
-  store.beginSnapshot();
+  // A new EventSource resumes where the last one stopped when it got that far;
+  // otherwise it starts with a snapshot, and the tasks that the snapshot no
+  // longer has (deleted meanwhile) are dropped at `synced`.
+  const resume = store.synced ? store.resumeRevision : 0;
+  if (!resume) store.beginSnapshot();
   setConnection(store.revision ? "reconnecting" : "connecting");
-  source = new EventSource(api.eventsUrl());
+  source = new EventSource(api.eventsUrl(resume));
   source.addEventListener("open", () => {
     retryDelay = 1000;
     setConnection("connected");

@@ -19,7 +19,8 @@ export class Store {
     this.tasks = new Map(); // id -> Task (proto3 JSON)
     this.logs = new Map(); // id -> LogEntry[] (oldest first, at most MAX_LOGS_PER_TASK)
     this.gone = new Map(); // id -> revision of its deletion, so a stale event cannot revive it
-    this.revision = 0; // the newest revision seen (what a resume starts after)
+    this.revision = 0; // the newest revision seen
+    this.resumeRevision = 0; // where a new stream resumes: the last change or control event once synced
     this.synced = false;
     this.rebuilding = null; // ids seen in a fresh snapshot, while one is under way
     this.seen = new Set(); // change events (type, task, revision) received since the last resync
@@ -58,6 +59,10 @@ export class Store {
     const revision = revisionOf(event.revision);
     const change = this.#reduce(type, event, revision);
     if (revision > this.revision && type !== "resync") this.revision = revision;
+    // Snapshot events carry their task's revision, not a resume point.
+    if (this.synced && type !== "snapshot" && type !== "resync" && revision > this.resumeRevision) {
+      this.resumeRevision = revision;
+    }
     if (change) {
       this.stats.applied += 1;
       this.emit(change);
@@ -85,11 +90,13 @@ export class Store {
       case "resync":
         this.stats.resyncs += 1;
         this.reset();
+        this.resumeRevision = 0;
         return { kind: "resync" };
       case "synced": {
         const present = this.rebuilding;
         this.rebuilding = null;
         this.synced = true;
+        if (revision > this.resumeRevision) this.resumeRevision = revision;
         if (present) {
           for (const id of [...this.tasks.keys()]) {
             if (!present.has(id)) {
