@@ -36,7 +36,7 @@ async def busy_tenant(client: HeadwayClient) -> None:
         display_name="Nightly ETL",
         kind="etl",
         labels={"team": "data", "env": "prod"},
-        steps=["extract", "transform", "load"],
+        steps=["extract", "validate", "transform", "load"],
         start=True,
     )
     await client.update_step("nightly-etl", "extract", state=RUNNING)
@@ -46,6 +46,10 @@ async def busy_tenant(client: HeadwayClient) -> None:
         "nightly-etl", "extract", state=SUCCEEDED, progress=progress_message(120, 120, unit="files")
     )
     await asyncio.sleep(STEP_GAP)
+    await client.update_step("nightly-etl", "validate", state=RUNNING)
+    await asyncio.sleep(STEP_GAP)
+    await client.update_step("nightly-etl", "validate", state=SUCCEEDED)
+    await asyncio.sleep(STEP_GAP / 2)
     await client.update_step(
         "nightly-etl", "transform", state=RUNNING, progress=progress_message(40, 120, unit="files")
     )

@@ -299,7 +299,8 @@ async def test_screenshots_of_a_busy_dashboard_and_a_timeline(
         await page.screenshot(path=artifacts / f"dashboard-{scheme}.png", full_page=True)
 
         await card(page, "nightly-etl").get_by_role("link", name="Nightly ETL").click()
-        await expect(page.locator(".timeline .tl-bar")).to_have_count(2)
-        await expect(page.locator(".timeline .tl-wait")).to_have_count(1)
+        await expect(page.locator(".timeline .tl-bar")).to_have_count(3)
+        for step in ("validate", "transform"):  # each waited for the step before it
+            await expect(page.locator(f'.tl-row[data-step-key="{step}"] .tl-wait')).to_have_count(1)
         await expect(page.locator("#log-view .log")).to_have_count(3 + 3 * round)
         await page.screenshot(path=artifacts / f"timeline-{scheme}.png", full_page=True)

@@ -42,7 +42,11 @@ export function timeline(task, now = Date.now()) {
       "div",
       { class: "tl-track" },
       ticks(first, last).map((t) =>
-        h("span", { class: "tl-tick", style: `left: ${pct(first + t)}` }, `+${formatDuration(t)}`),
+        h(
+          "span",
+          { class: `tl-tick${t / (last - first) > 0.94 ? " tl-tick-end" : ""}`, style: `left: ${pct(first + t)}` },
+          `+${formatDuration(t)}`,
+        ),
       ),
     ),
   );
