@@ -304,3 +304,46 @@ async def test_screenshots_of_a_busy_dashboard_and_a_timeline(
             await expect(page.locator(f'.tl-row[data-step-key="{step}"] .tl-wait')).to_have_count(1)
         await expect(page.locator("#log-view .log")).to_have_count(3 + 3 * round)
         await page.screenshot(path=artifacts / f"timeline-{scheme}.png", full_page=True)
+
+
+async def test_filters_nesting_and_the_clock(web: Web, new_page: OpenPage) -> None:
+    client = web.client
+    await client.create_task("etl-a", display_name="Load orders", kind="etl", start=True)
+    await client.create_task(
+        "etl-b", display_name="Load users", kind="etl", labels={"team": "crm"}, start=True
+    )
+    await client.create_task("train", display_name="Train model", kind="training")
+    await client.create_task(
+        "train-shard", display_name="Shard 1", kind="shard", parent_id="train", start=True
+    )
+    await client.succeed_task("etl-a")
+    page = await new_page()
+    await open_dashboard(page, web)
+    top = page.locator("#tasks > .card")
+    await expect(top).to_have_count(3)
+    # The child is nested in its parent's card, not beside it.
+    await expect(card(page, "train").locator('[data-task-id="train-shard"]')).to_be_visible()
+
+    await page.locator("#filter-kind").select_option("etl")
+    await expect(top).to_have_count(2)
+    await page.locator("#filter-label").fill("team:crm")
+    await expect(top).to_have_count(1)
+    await expect(top.first).to_have_attribute("data-task-id", "etl-b")
+    await page.locator("#filter-label").fill("")
+    await page.locator("#filter-kind").select_option("")
+    await page.locator("#filter-text").fill("shard")
+    await expect(top).to_have_count(1)  # the parent, for its matching child
+    await page.locator("#filter-text").fill("")
+
+    complete = page.get_by_role("button", name="1 Complete: show only these")
+    await complete.click()
+    await expect(complete).to_have_attribute("aria-pressed", "true")
+    await expect(top).to_have_count(1)
+    await expect(top.first).to_have_attribute("data-task-id", "etl-a")
+    await complete.click()
+    await expect(top).to_have_count(3)
+
+    # Elapsed time counts up between changes, from the page's own clock.
+    elapsed = card(page, "etl-b").locator(".elapsed")
+    before = await elapsed.text_content()
+    await expect(elapsed).not_to_have_text(before or "")
