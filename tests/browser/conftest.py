@@ -6,7 +6,7 @@ a fresh server, browser context and page. Screenshots land in artifacts/.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -87,7 +87,7 @@ async def web(make_settings: Callable[..., Settings]) -> AsyncIterator[Web]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def new_page(browser: Browser) -> AsyncIterator[Callable[..., object]]:
+async def new_page(browser: Browser) -> AsyncIterator[Callable[..., Awaitable[Page]]]:
     """Opens pages in fresh contexts (cookies of their own); fails the test on a script error."""
     contexts = []
     errors: list[str] = []

@@ -15,7 +15,9 @@ STEP_GAP = 0.4
 """Seconds between steps, so the timeline shows bars of some length and waits between them."""
 
 
-def _log(message: str, level: int = log_pb2.LOG_LEVEL_INFO, step: str = "") -> log_pb2.LogEntry:
+def _log(
+    message: str, level: log_pb2.LogLevel.ValueType = log_pb2.LOG_LEVEL_INFO, step: str = ""
+) -> log_pb2.LogEntry:
     return log_pb2.LogEntry(message=message, level=level, step_key=step)
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Locator, Page, expect
 
 from headway.client import NotFoundError, TaskCancelled, Tracker
 from headway.client.tracker import progress_message
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 OpenPage = Callable[..., Awaitable[Page]]
 
 
-def card(page: Page, task_id: str):  # type: ignore[no-untyped-def]
+def card(page: Page, task_id: str) -> Locator:
     return page.locator(f'#tasks [data-task-id="{task_id}"]')
 
 
@@ -271,6 +271,13 @@ async def test_a_viewer_sees_no_cancel_and_forged_posts_are_refused(
             # The cookie alone, without the CSRF header, moves nothing.
             assert await page.evaluate(forged) == 403
             assert not (await web.client.get_task("guarded")).HasField("cancel_request")
+        # The page's own request carries the header: the operator's cancel goes through.
+        await cancel.click()
+        await page.locator("#cancel-reason").fill("not needed any more")
+        await page.get_by_role("button", name="Request cancel").click()
+        await expect(job.locator(".cancelling")).to_contain_text("not needed any more")
+        request = (await web.client.get_task("guarded")).cancel_request
+        assert request.reason == "not needed any more"
     finally:
         await web.harness.close()
 

@@ -144,7 +144,8 @@ function connect() {
       try {
         status = JSON.parse(message.data);
       } catch {}
-      notify(`The event stream ended: ${status.message || message.data}`);
+      // UNAVAILABLE (the server is going away): the indicator says it; the browser comes back.
+      if (status.code !== 14) notify(`The event stream ended: ${status.message || message.data}`);
       return;
     }
     if (!navigator.onLine) setConnection("offline");
