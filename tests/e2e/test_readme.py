@@ -183,3 +183,32 @@ def test_configuration_table_lists_every_setting() -> None:
     flags += [f"--limits.{name.replace('_', '-')}" for name in Limits.model_fields]
     missing = [flag for flag in flags if f"| `{flag}` |" not in text]
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def curl_script() -> str:
+    """The shell block of the HTTP section: what an agent with only curl runs."""
+    blocks = readme_blocks(section("HTTP and Server-Sent Events"))
+    scripts = [body for language, body in blocks if language == "sh" and "curl " in body]
+    assert len(scripts) == 1
+    return scripts[0]
+
+
+def test_curl_examples_run_verbatim(default_server: ServerProcess) -> None:
+    # Twice: the task id is new each run, so the examples work again on the same server.
+    for _ in range(2):
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", curl_script()],
+            capture_output=True,
+            text=True,
+            env=environment(),
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        answers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        assert answers[0]["task"]["state"] == "TASK_STATE_PENDING"
+        final = answers[-1]["task"]
+        assert final["state"] == "TASK_STATE_SUCCEEDED"
+        assert final["message"] == "report ready"
+        assert final["steps"][0]["state"] == "STEP_STATE_SUCCEEDED"
+        events = [line for line in result.stdout.splitlines() if line.startswith("event: ")]
+        assert events == ["event: snapshot", "event: synced"]

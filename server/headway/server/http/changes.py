@@ -20,7 +20,7 @@ from multidict import MultiDict
 from headway.server.errors import FieldViolation, invalid_argument
 from headway.server.feed import ChangeFeed, Emitted
 from headway.server.http.codec import FILTER_PARAMS, Param, to_json
-from headway.server.http.errors import dumps
+from headway.server.http.errors import json_response
 from headway.server.http.gateway import Gateway
 from headway.server.store.base import EventRecord
 from headway.v1 import event_pb2
@@ -69,7 +69,7 @@ class LongPoll:
             else (items[-1].revision if items else feed.head)
         )
         events = [to_json(event_pb2.Event.FromString(item.data)) for item in items]
-        return web.json_response({"events": events, "revision": revision}, dumps=dumps)
+        return json_response({"events": events, "revision": revision})
 
 
 async def collect(feed: ChangeFeed, wait: float, limit: int) -> list[Emitted]:

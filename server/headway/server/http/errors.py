@@ -42,11 +42,14 @@ def dumps(data: object) -> str:
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
+def json_response(data: object, status: int = 200) -> web.Response:
+    """A JSON answer on one line, ending with a newline (kind to terminals and `curl`)."""
+    return web.Response(text=dumps(data) + "\n", status=status, content_type="application/json")
+
+
 def error_response(error: HeadwayError, http_status: int | None = None) -> web.Response:
     """The answer to a refused request; `http_status` overrides the one of its kind (405, 413)."""
-    response = web.json_response(
-        status_json(error), status=http_status or HTTP_STATUS[error.kind], dumps=dumps
-    )
+    response = json_response(status_json(error), http_status or HTTP_STATUS[error.kind])
     if error.kind is Kind.UNAUTHENTICATED:
         response.headers["WWW-Authenticate"] = 'Bearer realm="headway"'
     retry_ms = error.metadata.get("retry_after_ms")

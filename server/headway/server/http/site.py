@@ -23,8 +23,8 @@ from headway.server.errors import FieldViolation, HeadwayError, internal_error, 
 from headway.server.http.changes import LongPoll
 from headway.server.http.codec import refuse_secrets_in_url, to_json
 from headway.server.http.errors import (
-    dumps,
     error_response,
+    json_response,
     malformed,
     method_not_allowed,
     route_not_found,
@@ -168,13 +168,13 @@ class HttpServer:
 
     async def _health(self, request: web.Request) -> web.Response:
         status = "SERVING" if self._serving else "NOT_SERVING"
-        return web.json_response({"status": status}, status=200 if self._serving else 503)
+        return json_response({"status": status}, status=200 if self._serving else 503)
 
     async def _rpc(self, request: web.Request) -> web.Response:
         route, params = self._table.match(request.method, request.raw_path.split("?", 1)[0])
         body = await request.read() if route.body else b""
         response = await self._gateway.call(request, route, params, body)
-        return web.json_response(to_json(response), dumps=dumps)
+        return json_response(to_json(response))
 
     async def _session(self, request: web.Request) -> web.Response:
         """Sign in (POST, with `{"token": …}`), who am I (GET), sign out (DELETE)."""
@@ -187,9 +187,8 @@ class HttpServer:
             )
             principal = authenticator.authenticate(credentials)
             session = sessions.create(token)
-            response = web.json_response(
-                {"principal": principal_json(principal), "csrfToken": session.csrf_token},
-                dumps=dumps,
+            response = json_response(
+                {"principal": principal_json(principal), "csrfToken": session.csrf_token}
             )
             response.set_cookie(
                 COOKIE,
@@ -207,12 +206,12 @@ class HttpServer:
             body: dict[str, Any] = {"principal": principal_json(principal)}
             if caller.session is not None:
                 body["csrfToken"] = caller.session.csrf_token
-            return web.json_response(body, dumps=dumps)
+            return json_response(body)
         if request.method == "DELETE":
             caller = self._gateway.caller(request)  # CSRF-checked when signed in by cookie
             if caller.session is not None:
                 sessions.delete(caller.session.id)
-            response = web.json_response({}, dumps=dumps)
+            response = json_response({})
             response.del_cookie(COOKIE, path="/")
             return response
         allowed = ["GET", "POST", "DELETE"]
