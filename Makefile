@@ -11,7 +11,7 @@ BUF := tools/node_modules/.bin/buf
 TOOLS_STAMP := tools/node_modules/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools gen gen-check proto-lint lint typecheck unit test run fuzz clean
+.PHONY: help venv tools browser gen gen-check proto-lint lint typecheck unit test run fuzz clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,10 @@ $(TOOLS_STAMP): tools/package.json tools/package-lock.json
 	touch $@
 
 tools: $(TOOLS_STAMP) ## Install the pinned non-Python tools (buf) into tools/node_modules.
+
+# Playwright drives Debian's Chromium: its own browser download is not used.
+browser: ## Install Chromium (apt-get) for the browser tests, unless it is there.
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 gen: $(STAMP) ## Regenerate gen/ (messages, gRPC stubs, .pyi stubs, descriptor set with comments) from protos/.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) scripts/generate.py --out gen
@@ -51,7 +55,7 @@ typecheck: $(STAMP) ## mypy (strict) on server/ and client/.
 unit: $(STAMP) ## Only the fast, pure unit tests.
 	$(BIN)/pytest tests/unit -q
 
-test: lint typecheck gen-check proto-lint ## Everything: lint, types, generated code, protos, all tests.
+test: lint typecheck gen-check proto-lint browser ## Everything: lint, types, generated code, protos, all tests.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
 # HEADWAY_FUZZ_EXAMPLES=n sets the size (default 5000), HEADWAY_FUZZ_SEED=n the seed.
