@@ -119,6 +119,10 @@ class ChangeFeed:
             raise RuntimeError("the feed is not open")
         return self._subscriber
 
+    def end(self, error: HeadwayError) -> None:
+        """End the feed with `error` (its transport sends it as the stream's last word)."""
+        self.subscriber.end(error)
+
     def request_heartbeat(self) -> None:
         """Ask for a heartbeat; it goes out next if no change does first."""
         subscriber = self.subscriber

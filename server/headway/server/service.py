@@ -542,7 +542,7 @@ def admit(
     `HeadwayError`; the transport turns it into its own status.
     """
     principal = authenticator.authenticate(credentials)
-    bind(principal)
+    bind(principal, lambda: authenticator.authenticate(credentials))
     if isinstance(request, MalformedRequest):
         raise malformed_request(request.message_type)
     authorize(principal, method)

@@ -9,13 +9,16 @@ with the HTTP event stream (headway.server.http.events).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
+from headway.server.auth.context import current_principal, current_recheck
+from headway.server.auth.principal import Principal
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
+from headway.server.errors import HeadwayError, Kind
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
 from headway.server.hub import Hub
 from headway.server.quotas import StreamQuota
@@ -23,6 +26,9 @@ from headway.server.records import frame_prefix
 from headway.server.validation import Violations, check_filter
 from headway.server.visibility import Visibility
 from headway.v1 import task_service_pb2
+
+# How soon a stream notices that its credentials were revoked or expired.
+CREDENTIAL_CHECK_SECONDS = 5.0
 
 
 class _Writer:
@@ -113,6 +119,47 @@ class Heartbeats:
         self._timer.cancel()
 
 
+class CredentialWatch:
+    """Ends a feed once the credentials that opened it no longer name the same principal.
+
+    A stream outlives the moment it was authenticated: a token removed from the
+    token file, an expired read token or JWT, or a changed role must end it too,
+    not only the next call. Every `interval` seconds the credentials are
+    authenticated again; a refusal (or another principal) ends the feed with
+    UNAUTHENTICATED, which the transport sends as the stream's last word.
+    """
+
+    def __init__(
+        self, feed: ChangeFeed, recheck: Callable[[], Principal], principal: Principal
+    ) -> None:
+        self._feed = feed
+        self._recheck = recheck
+        self._principal = principal
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(CREDENTIAL_CHECK_SECONDS, self._check)
+
+    def _check(self) -> None:
+        try:
+            again = self._recheck()
+        except HeadwayError as error:
+            self._feed.end(error)
+            return
+        if again != self._principal:
+            self._feed.end(
+                HeadwayError(
+                    Kind.UNAUTHENTICATED,
+                    "PRINCIPAL_CHANGED",
+                    "the credentials of this stream now name another principal or role; "
+                    "subscribe again",
+                )
+            )
+            return
+        self._timer = self._loop.call_later(CREDENTIAL_CHECK_SECONDS, self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class Subscription:
     """Serves one Subscribe call."""
 
@@ -153,9 +200,11 @@ class Subscription:
         )
         with feed:
             heartbeats = Heartbeats(feed, self._heartbeat)
+            watch = CredentialWatch(feed, current_recheck(), current_principal())
             try:
                 async for batch in feed.batches():
                     await writer.write(batch)
                     heartbeats.wrote()
             finally:
                 heartbeats.cancel()
+                watch.cancel()

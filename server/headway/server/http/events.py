@@ -29,12 +29,13 @@ from aiohttp import web
 from google.protobuf import json_format
 from multidict import MultiDict, MultiMapping
 
+from headway.server.auth.context import current_principal, current_recheck
 from headway.server.errors import HeadwayError, Kind
 from headway.server.feed import ChangeFeed, Emitted
 from headway.server.http.codec import FILTER_PARAMS, Param
 from headway.server.http.errors import dumps, status_json
 from headway.server.http.gateway import Gateway
-from headway.server.stream import Heartbeats
+from headway.server.stream import CredentialWatch, Heartbeats
 from headway.v1 import event_pb2
 
 logger = logging.getLogger(__name__)
@@ -148,17 +149,21 @@ class EventStream:
         interval: float,
     ) -> HeadwayError | None:
         heartbeats = Heartbeats(feed, interval)
+        watch = CredentialWatch(feed, current_recheck(), current_principal())
         try:
             async for batch in feed.batches():
                 await self._write(feed, request, response, encode(batch))
                 heartbeats.wrote()
         except HeadwayError as error:
             return error
+        except ConnectionError:
+            raise  # the reader went away: nothing to report, nothing to log
         except Exception:
             logger.exception("event stream failed unexpectedly")
             return HeadwayError(Kind.INTERNAL, "INTERNAL", "internal error; the server logged it")
         finally:
             heartbeats.cancel()
+            watch.cancel()
         return None
 
     async def _write(
