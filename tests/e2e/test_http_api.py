@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -10,6 +12,7 @@ import pytest
 
 from headway.server.auth.credentials import Credentials, unauthenticated
 from headway.server.auth.principal import Principal
+from headway.server.auth.tokens import append_token
 from headway.server.config import Settings
 from tests.auth_helpers import TokenNamesPrincipal
 from tests.harness import ServerHarness
@@ -328,3 +331,35 @@ async def test_health_and_static_files(harness: ServerHarness, http: aiohttp.Cli
     harness.running.http.begin_shutdown()  # type: ignore[union-attr]
     async with http.get(f"{harness.http_url}/healthz") as response:
         assert response.status == 503
+
+
+async def test_hostile_bytes_in_credentials_bodies_and_paths_are_clean_refusals(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """Answers a probe found 500s for: each must be a JSON Status with a reason."""
+    token_file = tmp_path / "tokens"
+    append_token(token_file, "alice", "acme", "admin")
+    harness = ServerHarness(make_settings(auth_token_file=token_file))
+    await harness.start()
+    try:
+        assert harness.running is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.running.http_port)
+        writer.write(
+            b"GET /v1/tasks HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hw_\xe9\xe9\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
+        assert b"TOKEN_INVALID" in answer
+        async with aiohttp.ClientSession() as session:
+            base = harness.http_url
+            async with session.post(f"{base}/v1/session", data='{"token": "\\ud800"}') as response:
+                assert response.status == 401
+            async with session.post(f"{base}/v1/tasks", data="[" * 100_000) as response:
+                assert response.status == 401, "authentication comes before the body"
+            async with session.get(f"{base}/app.js%00") as response:
+                assert response.status == 404
+                assert (await response.json())["details"][0]["reason"] == "ROUTE_NOT_FOUND"
+    finally:
+        await harness.close()

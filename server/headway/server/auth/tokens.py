@@ -75,8 +75,13 @@ class TokenTable:
 
 
 def hash_secret(secret: str) -> str:
-    """The hex SHA-256 of a bearer token, as the token file stores it."""
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """The hex SHA-256 of a bearer token, as the token file stores it.
+
+    A presented token may hold anything a header or a JSON string can carry,
+    lone surrogates included; `surrogatepass` encodes every such string, so
+    hostile bytes are just an unknown token, never an error.
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def generate_secret() -> str:

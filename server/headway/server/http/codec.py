@@ -65,6 +65,8 @@ def parse_body(body: bytes, message: M) -> M:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise malformed(name, f"the body is not JSON ({error})") from None
+    except RecursionError:
+        raise malformed(name, "the body nests too deeply") from None
     if not isinstance(data, dict):
         raise malformed(name, "the body must be a JSON object")
     return parse_dict(data, message)

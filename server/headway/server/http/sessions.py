@@ -30,7 +30,10 @@ COOKIE = "headway_session"
 CSRF_HEADER = "X-CSRF-Token"
 TENANT_HEADER = "X-Headway-Tenant"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_SESSIONS = 10_000
+MAX_SESSIONS = 100_000
+# Sessions one tenant may hold; beyond it the tenant's own oldest session goes, so
+# signing in again and again never signs out anybody of another tenant.
+MAX_SESSIONS_PER_TENANT = 1_000
 
 
 @dataclass(slots=True)
@@ -39,30 +42,46 @@ class Session:
     token: str
     csrf_token: str
     expires_at: float
+    tenant: str = ""
 
 
 class SessionStore:
     """Session id → token, in memory, each for `ttl` seconds; the oldest go first beyond the cap."""
 
     def __init__(
-        self, ttl: float, clock: Callable[[], float] = time.monotonic, capacity: int = MAX_SESSIONS
+        self,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+        capacity: int = MAX_SESSIONS,
+        per_tenant: int = MAX_SESSIONS_PER_TENANT,
     ) -> None:
         self._ttl = ttl
         self._clock = clock
         self._capacity = capacity
+        self._per_tenant = per_tenant
         self._sessions: dict[str, Session] = {}
+        self._by_tenant: dict[str, dict[str, None]] = {}  # tenant: session ids, oldest first
 
     @property
     def ttl(self) -> float:
         return self._ttl
 
-    def create(self, token: str) -> Session:
+    def create(self, token: str, tenant: str) -> Session:
+        """A new session for `token`, whose principal acts in `tenant`."""
+        mine = self._by_tenant.get(tenant, {})
+        while len(mine) >= self._per_tenant:
+            self.delete(next(iter(mine)))
         while len(self._sessions) >= self._capacity:
-            del self._sessions[next(iter(self._sessions))]
+            self.delete(next(iter(self._sessions)))
         session = Session(
-            secrets.token_urlsafe(32), token, secrets.token_urlsafe(32), self._clock() + self._ttl
+            secrets.token_urlsafe(32),
+            token,
+            secrets.token_urlsafe(32),
+            self._clock() + self._ttl,
+            tenant,
         )
         self._sessions[session.id] = session
+        self._by_tenant.setdefault(tenant, {})[session.id] = None
         return session
 
     def get(self, session_id: str) -> Session | None:
@@ -70,12 +89,19 @@ class SessionStore:
         if session is None:
             return None
         if self._clock() >= session.expires_at:
-            del self._sessions[session_id]
+            self.delete(session_id)
             return None
         return session
 
     def delete(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return
+        mine = self._by_tenant.get(session.tenant)
+        if mine is not None:
+            mine.pop(session_id, None)
+            if not mine:
+                del self._by_tenant[session.tenant]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +129,10 @@ def caller_of(request: web.Request, sessions: SessionStore) -> Caller:
         return Caller(Credentials(None, peer, tenant), None)
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent.encode(), session.csrf_token.encode()):
+        # `surrogatepass`: a header with non-ASCII bytes is a wrong token, not an error.
+        if not hmac.compare_digest(
+            sent.encode("utf-8", "surrogatepass"), session.csrf_token.encode()
+        ):
             raise HeadwayError(
                 Kind.PERMISSION_DENIED,
                 "CSRF_TOKEN_INVALID",

@@ -194,7 +194,7 @@ class HttpServer:
                 f"Bearer {token}", peer_of(request), request.headers.get("X-Headway-Tenant")
             )
             principal = authenticator.authenticate(credentials)
-            session = sessions.create(token)
+            session = sessions.create(token, principal.tenant)
             response = json_response(
                 {"principal": principal_json(principal), "csrfToken": session.csrf_token}
             )
@@ -231,8 +231,12 @@ class HttpServer:
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
         root = STATIC.resolve()
-        wanted = (root / request.match_info["path"]).resolve()
-        if not wanted.is_relative_to(root) or not wanted.is_file():
+        try:
+            wanted = (root / request.match_info["path"]).resolve()
+            found = wanted.is_relative_to(root) and wanted.is_file()
+        except (ValueError, OSError):  # a NUL byte, a name too long: no such file
+            found = False
+        if not found:
             raise route_not_found(request.method, request.path)
         return web.FileResponse(wanted)
 
@@ -240,7 +244,7 @@ class HttpServer:
 async def _token_of(request: web.Request) -> str:
     try:
         data = json.loads(await request.read())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise malformed("session request", "the body is not JSON") from None
     token = data.get("token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
