@@ -354,12 +354,39 @@ async def test_hostile_bytes_in_credentials_bodies_and_paths_are_clean_refusals(
         assert b"TOKEN_INVALID" in answer
         async with aiohttp.ClientSession() as session:
             base = harness.http_url
-            async with session.post(f"{base}/v1/session", data='{"token": "\\ud800"}') as response:
+            json_type = {"Content-Type": "application/json"}
+            async with session.post(
+                f"{base}/v1/session", data='{"token": "\\ud800"}', headers=json_type
+            ) as response:
                 assert response.status == 401
+            async with session.post(
+                f"{base}/v1/session",
+                data='{"token": "anything"}',
+                headers={"Content-Type": "text/plain"},
+            ) as response:
+                assert response.status == 400, "a cross-site form cannot sign anybody in"
             async with session.post(f"{base}/v1/tasks", data="[" * 100_000) as response:
                 assert response.status == 401, "authentication comes before the body"
             async with session.get(f"{base}/app.js%00") as response:
                 assert response.status == 404
                 assert (await response.json())["details"][0]["reason"] == "ROUTE_NOT_FOUND"
+    finally:
+        await harness.close()
+
+
+async def test_every_answer_carries_the_security_headers(
+    make_settings: Callable[..., Settings],
+) -> None:
+    harness = ServerHarness(make_settings())
+    await harness.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for path in ("/", "/v1/tasks", "/nope"):
+                async with session.get(f"{harness.http_url}{path}") as response:
+                    headers = response.headers
+                    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+                    assert headers["X-Frame-Options"] == "DENY"
+                    assert headers["X-Content-Type-Options"] == "nosniff"
+                    assert headers["Referrer-Policy"] == "no-referrer"
     finally:
         await harness.close()

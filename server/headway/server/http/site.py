@@ -70,6 +70,19 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+# Every answer: the dashboard loads only its own files and talks only to this
+# origin, may not be framed (clickjacking), and leaks no URL to other sites.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
 class HttpServer:
     """The HTTP face of `service`, bound to `settings.http_address`."""
 
@@ -170,7 +183,8 @@ class HttpServer:
         except Exception:
             logger.exception("HTTP %s %s failed unexpectedly", request.method, request.path)
             response = error_response(internal_error())
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
         return response
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -242,6 +256,11 @@ class HttpServer:
 
 
 async def _token_of(request: web.Request) -> str:
+    # A page of another site can post a form or text/plain anywhere, but not
+    # application/json without the browser asking first: requiring it keeps such
+    # a page from signing a visitor into the attacker's account (login CSRF).
+    if request.content_type != "application/json":
+        raise malformed("session request", "send the token as application/json")
     try:
         data = json.loads(await request.read())
     except (ValueError, UnicodeDecodeError, RecursionError):
