@@ -12,7 +12,6 @@ JSON itself is parsed only until the stream's `synced` event. The report is a
 
 from __future__ import annotations
 
-import array
 import asyncio
 import json
 import time
@@ -22,9 +21,8 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
-from bench.children import FAR_FUTURE_NS, Window, receive, run_child
-from bench.subscribers import SubscriberReport
-from bench.wire import MARKER
+from bench.children import Window, receive, run_child
+from bench.subscribers import StreamCount, SubscriberReport, Tally, drain
 
 EVENTS_PATH = "/v1/events"
 
@@ -35,26 +33,6 @@ class SsePlan:
     streams: int
     ready_timeout: float = 60.0
     token: str | None = None
-
-
-class _Stream:
-    __slots__ = ("count", "error", "synced")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.synced = False
-        self.error: str | None = None
-
-
-class _Tally:
-    def __init__(self) -> None:
-        self.t0 = FAR_FUTURE_NS
-        self.t1 = FAR_FUTURE_NS
-        self.received = 0
-        self.responses = 0
-        self.latencies = array.array("q")
-        self.synced = 0
-        self.all_synced = asyncio.Event()
 
 
 def _has_synced(events: bytes) -> bool:
@@ -76,13 +54,12 @@ def _has_synced(events: bytes) -> bool:
 async def _watch(
     session: aiohttp.ClientSession,
     plan: SsePlan,
-    stream: _Stream,
-    tally: _Tally,
+    stream: StreamCount,
+    tally: Tally,
 ) -> None:
     headers = {"Accept": "text/event-stream"}
     if plan.token:
         headers["Authorization"] = f"Bearer {plan.token}"
-    latencies = tally.latencies
     pending = b""
     try:
         async with session.get(plan.base_url + EVENTS_PATH, headers=headers) as response:
@@ -97,24 +74,8 @@ async def _watch(
                     continue
                 complete, pending = pending[: end + 2], pending[end + 2 :]
                 if not stream.synced and _has_synced(complete):
-                    stream.synced = True
-                    tally.synced += 1
-                    if tally.synced == plan.streams:
-                        tally.all_synced.set()
-                stamps = MARKER.findall(complete)
-                if not stamps:
-                    continue
-                t0, t1 = tally.t0, tally.t1
-                if t0 <= now < t1:
-                    tally.received += len(stamps)
-                    tally.responses += 1
-                counted = 0
-                for stamp in stamps:
-                    sent = int(stamp)
-                    if t0 <= sent < t1:
-                        latencies.append(now - sent)
-                        counted += 1
-                stream.count += counted
+                    tally.mark_synced(stream, plan.streams)
+                tally.count(stream, complete, now)
         if stream.error is None:
             stream.error = "ENDED"
     except aiohttp.ClientError as error:
@@ -125,14 +86,6 @@ async def _watch(
         raise
 
 
-async def _drain(streams: list[_Stream], expected: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(s.count >= expected or s.error is not None for s in streams):
-            return
-        await asyncio.sleep(0.02)
-
-
 async def _main(conn: Connection, plan: SsePlan) -> None:
     began = time.monotonic()
     # One connection per stream, as N browsers would have; no pool limit, no timeout.
@@ -140,8 +93,8 @@ async def _main(conn: Connection, plan: SsePlan) -> None:
         connector=aiohttp.TCPConnector(limit=0, force_close=True),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
     )
-    tally = _Tally()
-    streams = [_Stream() for _ in range(plan.streams)]
+    tally = Tally()
+    streams = [StreamCount() for _ in range(plan.streams)]
     watchers = [asyncio.create_task(_watch(session, plan, s, tally)) for s in streams]
     try:
         try:
@@ -161,22 +114,13 @@ async def _main(conn: Connection, plan: SsePlan) -> None:
             tally.t0, tally.t1 = window.t0_ns, window.t1_ns
             message = await receive(conn)
         _, expected, timeout = message  # ("drain", expected events per stream, seconds)
-        await _drain(streams, expected, timeout)
+        await drain(streams, expected, timeout)
     finally:
         for watcher in watchers:
             watcher.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
         await session.close()
-    report.window_events = sum(s.count for s in streams)
-    report.received_in_window = tally.received
-    report.responses_in_window = tally.responses
-    report.short_streams = sum(1 for s in streams if s.count < expected)
-    report.missing = sum(max(0, expected - s.count) for s in streams)
-    report.extra = sum(max(0, s.count - expected) for s in streams)
-    report.errors = dict(
-        Counter(s.error for s in streams if s.error and s.error != "CANCELLED_BY_BENCH")
-    )
-    report.latencies = tally.latencies.tobytes()
+    tally.fill(report, streams, expected)
     conn.send(("report", report))
 
 

@@ -52,7 +52,9 @@ class SubscriberReport:
     latencies: bytes = b""
 
 
-class _Stream:
+class StreamCount:
+    """What one stream received inside the window, and how it ended."""
+
     __slots__ = ("count", "error", "synced")
 
     def __init__(self) -> None:
@@ -61,8 +63,13 @@ class _Stream:
         self.error: str | None = None
 
 
-class _Tally:
-    """Counters shared by the streams of one process (one event loop, no locks)."""
+class Tally:
+    """Counters shared by the streams of one process (one event loop, no locks).
+
+    The transport-neutral part of a subscriber process: the gRPC and the SSE
+    load generators only differ in how they open streams and split what they
+    receive; counting and reporting are this class's.
+    """
 
     def __init__(self) -> None:
         self.t0 = FAR_FUTURE_NS
@@ -73,6 +80,45 @@ class _Tally:
         self.synced = 0
         self.all_synced = asyncio.Event()
 
+    def mark_synced(self, stream: StreamCount, streams: int) -> None:
+        """`stream` reached `synced`; all are ready once `streams` of them have."""
+        if not stream.synced:
+            stream.synced = True
+            self.synced += 1
+            if self.synced == streams:
+                self.all_synced.set()
+
+    def count(self, stream: StreamCount, data: bytes, now: int) -> None:
+        """Count the writes whose send times (MARKER stamps) arrived in `data` at `now`."""
+        stamps = MARKER.findall(data)
+        if not stamps:
+            return
+        t0, t1 = self.t0, self.t1
+        if t0 <= now < t1:
+            self.received += len(stamps)
+            self.responses += 1
+        counted = 0
+        latencies = self.latencies
+        for stamp in stamps:
+            sent = int(stamp)
+            if t0 <= sent < t1:
+                latencies.append(now - sent)
+                counted += 1
+        stream.count += counted
+
+    def fill(self, report: SubscriberReport, streams: list[StreamCount], expected: int) -> None:
+        """Put the figures of the finished window into `report`."""
+        report.window_events = sum(s.count for s in streams)
+        report.received_in_window = self.received
+        report.responses_in_window = self.responses
+        report.short_streams = sum(1 for s in streams if s.count < expected)
+        report.missing = sum(max(0, expected - s.count) for s in streams)
+        report.extra = sum(max(0, s.count - expected) for s in streams)
+        report.errors = dict(
+            Counter(s.error for s in streams if s.error and s.error != "CANCELLED_BY_BENCH")
+        )
+        report.latencies = self.latencies.tobytes()
+
 
 def _has_synced(data: bytes) -> bool:
     response = task_service_pb2.SubscribeResponse.FromString(data)
@@ -80,31 +126,14 @@ def _has_synced(data: bytes) -> bool:
 
 
 async def _watch(
-    call: grpc.aio.UnaryStreamCall[bytes, bytes], stream: _Stream, tally: _Tally, streams: int
+    call: grpc.aio.UnaryStreamCall[bytes, bytes], stream: StreamCount, tally: Tally, streams: int
 ) -> None:
-    latencies = tally.latencies
     try:
         async for data in call:
             now = time.monotonic_ns()
             if not stream.synced and _has_synced(data):
-                stream.synced = True
-                tally.synced += 1
-                if tally.synced == streams:
-                    tally.all_synced.set()
-            stamps = MARKER.findall(data)
-            if not stamps:
-                continue
-            t0, t1 = tally.t0, tally.t1
-            if t0 <= now < t1:
-                tally.received += len(stamps)
-                tally.responses += 1
-            counted = 0
-            for stamp in stamps:
-                sent = int(stamp)
-                if t0 <= sent < t1:
-                    latencies.append(now - sent)
-                    counted += 1
-            stream.count += counted
+                tally.mark_synced(stream, streams)
+            tally.count(stream, data, now)
     except grpc.aio.AioRpcError as error:
         stream.error = error.code().name
     except asyncio.CancelledError:
@@ -113,7 +142,8 @@ async def _watch(
         raise
 
 
-async def _drain(streams: list[_Stream], expected: int, timeout: float) -> None:
+async def drain(streams: list[StreamCount], expected: int, timeout: float) -> None:
+    """Wait until every stream got `expected` window events or ended, or for `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(s.count >= expected or s.error is not None for s in streams):
@@ -132,8 +162,8 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
         for _ in range(plan.connections)
     ]
     request = task_service_pb2.SubscribeRequest().SerializeToString()
-    tally = _Tally()
-    streams = [_Stream() for _ in range(plan.streams)]
+    tally = Tally()
+    streams = [StreamCount() for _ in range(plan.streams)]
     calls = []
     watchers = []
     for index, stream in enumerate(streams):
@@ -161,23 +191,14 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
         tally.t0, tally.t1 = window.t0_ns, window.t1_ns
         message = await receive(conn)
     _, expected, timeout = message  # ("drain", expected events per stream, seconds)
-    await _drain(streams, expected, timeout)
+    await drain(streams, expected, timeout)
 
     for call in calls:
         call.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
     for channel in channels:
         await channel.close(None)
-    report.window_events = sum(s.count for s in streams)
-    report.received_in_window = tally.received
-    report.responses_in_window = tally.responses
-    report.short_streams = sum(1 for s in streams if s.count < expected)
-    report.missing = sum(max(0, expected - s.count) for s in streams)
-    report.extra = sum(max(0, s.count - expected) for s in streams)
-    report.errors = dict(
-        Counter(s.error for s in streams if s.error and s.error != "CANCELLED_BY_BENCH")
-    )
-    report.latencies = tally.latencies.tobytes()
+    tally.fill(report, streams, expected)
     conn.send(("report", report))
 
 
