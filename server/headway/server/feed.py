@@ -145,7 +145,7 @@ class ChangeFeed:
             raise HeadwayError(
                 Kind.OUT_OF_RANGE,
                 "REVISION_IN_FUTURE",
-                f"start_revision {start} is newer than the store's revision {self.head}",
+                f"start_revision {start} is newer than the tenant's revision {self.head}",
                 {"revision": str(self.head)},
             )
         elif start < self._engine.compacted(self._tenant):
