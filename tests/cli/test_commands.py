@@ -275,3 +275,13 @@ async def test_serve_runs_the_server_with_its_own_flags(tmp_path: Path) -> None:
     assert await asyncio.wait_for(process.wait(), 20) == 0
     invalid = await headway("serve", "--max-subscribers", "0")
     assert invalid.code == 2
+
+
+async def test_task_says_when_its_error_is_retryable(harness: ServerHarness) -> None:
+    async with Tracker(harness.target, retryable=(TimeoutError,)) as tracker:
+        with pytest.raises(TimeoutError):
+            async with tracker.task("flaky-1", steps=["fetch"]) as task, task.step("fetch"):
+                raise TimeoutError("the mirror did not answer")
+    shown = await headway("task", "flaky-1", "--server", harness.target)
+    assert shown.code == 0, shown.stderr
+    assert "✘ TimeoutError: the mirror did not answer (retryable)" in shown.stdout

@@ -239,3 +239,32 @@ async def test_expected_duration_and_step_specs_reach_the_server(harness: Server
         assert step.step is not None
         assert step.step.expected_duration == timedelta(minutes=5)
     assert task.state is TaskState.SUCCEEDED
+
+
+async def test_failures_of_registered_exception_types_are_recorded_as_retryable(
+    harness: ServerHarness,
+) -> None:
+    async def agent(task_id: str, error: Exception) -> None:
+        async with (
+            Tracker(harness.target, retryable=(TimeoutError, ConnectionError)) as tracker,
+            tracker.task(task_id, steps=["fetch"]) as task,
+            task.step("fetch"),
+        ):
+            raise error
+
+    with pytest.raises(TimeoutError):
+        await agent("timed-out", TimeoutError("the mirror did not answer"))
+    with pytest.raises(KeyError):
+        await agent("broken", KeyError("us"))
+    client = harness.client()
+    timed_out, broken = await client.get_task("timed-out"), await client.get_task("broken")
+    assert (timed_out.error.retryable, timed_out.steps[0].error.retryable) == (True, True)
+    assert (broken.error.retryable, broken.steps[0].error.retryable) == (False, False)
+
+    async with Tracker(harness.target) as tracker, tracker.task("said-so", steps=["s"]) as task:
+        async with task.step("s") as step:
+            await step.fail("quota exceeded upstream", retryable=True)
+        await task.fail(TimeoutError("gave up"), retryable=False)  # the agent's word wins
+    said = await client.get_task("said-so")
+    assert said.steps[0].error.retryable is True
+    assert said.error.retryable is False

@@ -114,7 +114,7 @@ def step_detail(step: Step) -> str:
     if step.progress is not None and step.state is StepState.RUNNING:
         parts.append(step.progress.describe())
     if step.error is not None:
-        parts.append(f"{step.error.code}: {step.error.message}" if step.error.code else "")
+        parts.append(step.error.describe())
     elif step.message:
         parts.append(step.message)
     return "  ".join(part for part in parts if part)
@@ -200,7 +200,7 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
             mark, _ = STEP_MARKS.get(step.state, STEP_MARKS[None])
             doing = f"{mark} {step.display_name}  {step_detail(step)}".rstrip()
         elif task.error is not None:
-            doing = f"✘ {task.error.message}"
+            doing = f"✘ {task.error.describe()}"
         elapsed = task.elapsed(now)
         table.add_row(
             state,
@@ -271,8 +271,7 @@ def _step_checklist(steps: Sequence[Step]) -> Table:
 def _outcome(task: Task) -> list[RenderableType]:
     lines: list[RenderableType] = []
     if task.error is not None:
-        code = f"{task.error.code}: " if task.error.code else ""
-        lines.append(Text(f"✘ {code}{task.error.message}", style="red"))
+        lines.append(Text(f"✘ {task.error.describe()}", style="red"))
     if task.cancel_request is not None:
         request = task.cancel_request
         by = f" by {request.requested_by}" if request.requested_by else ""
@@ -350,7 +349,7 @@ def task_summary(task: Task, previous: Task | None = None, *, now: datetime | No
     if task.metrics and (previous is None or previous.metrics != task.metrics):
         text += " | " + " ".join(f"{k}={v:g}" for k, v in sorted(task.metrics.items()))
     if task.error is not None:
-        text += f" | error {task.error.code}: {task.error.message}"
+        text += f" | error {task.error.describe()}"
     if task.cancel_request is not None and not task.at_rest:
         text += f" | cancel requested by {task.cancel_request.requested_by or 'someone'}"
     for marker in (stalled_text(task, now), eta_text(task, now)):

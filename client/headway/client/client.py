@@ -343,13 +343,17 @@ class HeadwayClient:
         message: str,
         code: str = "",
         details: Mapping[str, str] | None = None,
+        retryable: bool = False,
         expected_revision: int = 0,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
+        error = task_pb2.TaskError(
+            code=code, message=message, details=details or {}, retryable=retryable
+        )
         request = task_service_pb2.FailTaskRequest(
             task_id=task_id,
-            error=task_pb2.TaskError(code=code, message=message, details=details or {}),
+            error=error,
             expected_revision=expected_revision,
             request_id=request_id or _new_request_id(),
         )

@@ -153,11 +153,23 @@ class TaskError:
     message: str
     details: dict[str, str]
     raw: task_pb2.TaskError = field(repr=False)
+    retryable: bool = False
 
     @classmethod
     def from_proto(cls, raw: task_pb2.TaskError) -> TaskError:
         """The read model of a wire message (kept as `raw`)."""
-        return cls(code=raw.code, message=raw.message, details=dict(raw.details), raw=raw)
+        return cls(
+            code=raw.code,
+            message=raw.message,
+            details=dict(raw.details),
+            raw=raw,
+            retryable=raw.retryable,
+        )
+
+    def describe(self) -> str:
+        """`CODE: message`, and whether the agent said a retry may succeed."""
+        text = f"{self.code}: {self.message}" if self.code else self.message
+        return f"{text} (retryable)" if self.retryable else text
 
 
 @dataclass(frozen=True, slots=True)

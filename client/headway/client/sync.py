@@ -96,6 +96,7 @@ class SyncTracker:
         ca: PemSource | None = None,
         cert: PemSource | None = None,
         key: PemSource | None = None,
+        retryable: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._portal = LoopThread()
 
@@ -112,6 +113,7 @@ class SyncTracker:
                 ca=ca,
                 cert=cert,
                 key=key,
+                retryable=retryable,
             )
 
         self.tracker = self._portal.run(make())
@@ -282,8 +284,11 @@ class SyncTaskReporter:
         *,
         code: str = "",
         details: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> models.Task:
-        return self._portal.run(self.reporter.fail(error, code=code, details=details))
+        return self._portal.run(
+            self.reporter.fail(error, code=code, details=details, retryable=retryable)
+        )
 
     def confirm_cancel(self, reason: str = "") -> models.Task:
         return self._portal.run(self.reporter.confirm_cancel(reason))
@@ -353,8 +358,9 @@ class SyncStepReporter:
         *,
         code: str = "",
         details: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
-        self._portal.run(self.reporter.fail(error, code=code, details=details))
+        self._portal.run(self.reporter.fail(error, code=code, details=details, retryable=retryable))
 
     def restart(self) -> None:
         self._portal.run(self.reporter.restart())

@@ -118,11 +118,18 @@ def progress_message(
     return task_pb2.Progress(units=units)
 
 
-def error_from_exception(error: BaseException) -> task_pb2.TaskError:
-    """The TaskError recorded for an exception: its type as the code, and its traceback."""
+def error_from_exception(
+    error: BaseException, retryable: tuple[type[BaseException], ...] = ()
+) -> task_pb2.TaskError:
+    """The TaskError recorded for an exception: its type as the code, and its traceback.
+
+    It is `retryable` when the exception is an instance of one of the types the
+    agent registered as passing (such as TimeoutError or ConnectionError).
+    """
     kind = type(error)
     trace = "".join(traceback.format_exception(error))
     return task_pb2.TaskError(
+        retryable=isinstance(error, retryable),
         code=kind.__name__[:_MAX_CODE],
         message=_shorten(str(error) or kind.__name__, _MAX_ERROR_MESSAGE),
         details={
@@ -184,7 +191,15 @@ class Tracker:
         ca: PemSource | None = None,
         cert: PemSource | None = None,
         key: PemSource | None = None,
+        retryable: tuple[type[BaseException], ...] = (),
     ) -> None:
+        """Connect to `target` (HEADWAY_TARGET or localhost:50051 when None).
+
+        `retryable` names the exception types whose failures may pass on a retry
+        (say `(TimeoutError, ConnectionError)`): a task or step failed by one of
+        them is recorded with `TaskError.retryable` set.
+        """
+        self.retryable = retryable
         if isinstance(target, HeadwayClient):
             # Share the caller's channel (which the caller closes), with retries on top.
             self.client = HeadwayClient(
@@ -272,7 +287,9 @@ class Tracker:
         )
         if lease is not None:
             request.lease_duration.FromTimedelta(lease)
-        return TaskReporter(self.client, request, self.progress_rate, self._keep_alives)
+        return TaskReporter(
+            self.client, request, self.progress_rate, self._keep_alives, self.retryable
+        )
 
 
 class TaskReporter:
@@ -284,8 +301,10 @@ class TaskReporter:
         create: task_service_pb2.CreateTaskRequest,
         progress_rate: float | None,
         keep_alives: set[KeepAlive] | None = None,
+        retryable: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._client = client
+        self.retryable = retryable
         self._create = create
         self._progress_rate = progress_rate
         self._keep_alives = keep_alives if keep_alives is not None else set()
@@ -422,17 +441,23 @@ class TaskReporter:
         *,
         code: str = "",
         details: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> models.Task:
-        """End the task FAILED with an error: a message, or an exception (with its traceback)."""
+        """End the task FAILED with an error: a message, or an exception (with its traceback).
+
+        `retryable` says whether trying again may succeed; when None, an exception
+        of a type registered with the Tracker is retryable, anything else is not.
+        """
         with contextlib.suppress(HeadwayError, TaskCancelled):
             await self._flush_all()  # the last progress shows where it failed
-        recorded = _error_of(error, code, details)
+        recorded = _error_of(error, code, details, retryable, self.retryable)
         raw = await self._mutate(
             self._client.fail_task(
                 self.id,
                 message=recorded.message,
                 code=recorded.code,
                 details=dict(recorded.details),
+                retryable=recorded.retryable,
             )
         )
         self._finished = True
@@ -775,7 +800,9 @@ class StepReporter:
                 with contextlib.suppress(HeadwayError):
                     await self.flush()  # the last progress shows where it failed
                 await self._finish(
-                    task_pb2.STEP_STATE_FAILED, error=error_from_exception(exc), check_cancel=False
+                    task_pb2.STEP_STATE_FAILED,
+                    error=error_from_exception(exc, self._task.retryable),
+                    check_cancel=False,
                 )
             except (HeadwayError, TaskCancelled) as error:
                 logger.warning("could not record the failure of step %s: %s", self.key, error)
@@ -829,11 +856,13 @@ class StepReporter:
         *,
         code: str = "",
         details: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         """Mark the step FAILED with an error; the task goes on unless the error propagates."""
         with contextlib.suppress(HeadwayError):
             await self.flush()
-        await self._finish(task_pb2.STEP_STATE_FAILED, error=_error_of(error, code, details))
+        recorded = _error_of(error, code, details, retryable, self._task.retryable)
+        await self._finish(task_pb2.STEP_STATE_FAILED, error=recorded)
 
     async def restart(self) -> None:
         """Run the step again from the start (its progress resets, its restart count grows)."""
@@ -873,12 +902,18 @@ class StepReporter:
 
 
 def _error_of(
-    error: str | BaseException, code: str, details: Mapping[str, str] | None
+    error: str | BaseException,
+    code: str,
+    details: Mapping[str, str] | None,
+    retryable: bool | None,
+    retryable_types: tuple[type[BaseException], ...],
 ) -> task_pb2.TaskError:
     if isinstance(error, BaseException):
-        recorded = error_from_exception(error)
+        recorded = error_from_exception(error, retryable_types)
     else:
         recorded = task_pb2.TaskError(message=_shorten(error, _MAX_ERROR_MESSAGE))
+    if retryable is not None:
+        recorded.retryable = retryable
     if code:
         recorded.code = code
     if details:

@@ -260,12 +260,18 @@ class TaskError(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
+    RETRYABLE_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """A machine-readable code chosen by the agent, UPPER_SNAKE_CASE by convention,
     such as "TIMEOUT" or "OUT_OF_MEMORY". Up to 128 characters.
     """
     message: _builtins.str
     """A human-readable explanation. Up to 4096 characters."""
+    retryable: _builtins.bool
+    """Whether trying the work again may succeed (a timeout, a lost connection),
+    as the agent judged it; false when it says nothing. The server records it
+    as given; it is for whoever decides to retry: a scheduler, or a person.
+    """
     @_builtins.property
     def details(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form details such as an exception type or a stack trace; each value up
@@ -278,10 +284,11 @@ class TaskError(_message.Message):
         code: _builtins.str = ...,
         message: _builtins.str = ...,
         details: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        retryable: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message", "retryable", b"retryable"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

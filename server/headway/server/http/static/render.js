@@ -107,7 +107,14 @@ function stepItem(step) {
       units || (state === "running" && fraction !== null ? percent(fraction) : ""),
     ),
     step.message ? h("span", { class: "step-message" }, step.message) : null,
-    step.error ? h("span", { class: "step-error" }, step.error.message || step.error.code) : null,
+    step.error
+      ? h(
+          "span",
+          { class: "step-error" },
+          step.error.message || step.error.code,
+          step.error.retryable ? h("span", { class: "retryable" }, "retryable") : null,
+        )
+      : null,
   );
 }
 
@@ -123,6 +130,7 @@ function errorBlock(error) {
       {},
       h("strong", {}, error.code || "Error"),
       error.message ? `: ${error.message}` : "",
+      error.retryable ? h("span", { class: "retryable" }, "retryable") : null,
     ),
     rest.length
       ? h("dl", { class: "error-details" }, rest.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))
