@@ -117,7 +117,7 @@ class MemoryStore:
 
     async def list_logs(self, query: LogQuery) -> list[bytes]:
         found = []
-        for key in sorted(self._data.logs):
+        for key in sorted(self._data.logs, reverse=query.newest_first):
             log = self._data.logs[key]
             if (log.tenant, log.task_id) != (query.tenant, query.task_id):
                 continue
@@ -131,8 +131,10 @@ class MemoryStore:
                 continue
             if query.end_ns is not None and log.time_ns >= query.end_ns:
                 continue
-            if query.after is not None and (log.revision, log.index) <= query.after:
-                continue
+            if query.after is not None:
+                position = (log.revision, log.index)
+                if position >= query.after if query.newest_first else position <= query.after:
+                    continue
             found.append(log.data)
         return found[: query.limit]
 

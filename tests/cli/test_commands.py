@@ -135,6 +135,71 @@ async def test_logs_follow_prints_new_lines_until_the_task_rests(harness: Server
     assert [line.split()[-2:] for line in result.lines] == [["first", "line"], ["second", "line"]]
 
 
+async def test_logs_tail_prints_the_last_lines_in_order(harness: ServerHarness) -> None:
+    async with HeadwayClient(harness.target) as client:
+        await client.create_task("long-1")
+        for first in range(0, 10, 4):  # several lines per append, as agents send them
+            await client.append_logs("long-1", [f"line {n}" for n in range(first, first + 4)])
+    server = ("--server", harness.target)
+    tail, more, none, matching, as_json, negative = await asyncio.gather(
+        headway("logs", "long-1", "--tail", "3", *server),
+        headway("logs", "long-1", "--tail", "50", *server),
+        headway("logs", "long-1", "--tail", "0", *server),
+        headway("logs", "long-1", "-n", "2", "--search", "line 1", *server),
+        headway("logs", "long-1", "--tail", "1", "--json", *server),
+        headway("logs", "long-1", "--tail", "-1", *server),
+    )
+    assert tail.code == 0, tail.stderr
+    assert [line.split(" ", 1)[1].split() for line in tail.lines] == [
+        ["INFO", "line", "9"],
+        ["INFO", "line", "10"],
+        ["INFO", "line", "11"],
+    ]
+    assert [line.split()[-1] for line in more.lines] == [str(n) for n in range(12)]
+    assert (none.code, none.stdout) == (0, "")
+    assert [line.split()[-1] for line in matching.lines] == ["10", "11"]
+    assert [json.loads(line)["message"] for line in as_json.lines] == ["line 11"]
+    assert negative.code == 2
+    assert "--tail" in one_line(negative.stderr)
+
+
+async def test_logs_tail_follow_prints_the_last_lines_then_new_ones(
+    harness: ServerHarness,
+) -> None:
+    async with Tracker(harness.target) as tracker, tracker.task("tail-2") as task:
+        for n in range(5):
+            await task.log(f"old {n}")
+        follow = await Stream.start(
+            "logs", "tail-2", "--tail", "3", "--follow", "--server", harness.target
+        )
+        await follow.wait_for(lambda lines: len(lines) == 3)
+        await task.log("new 0")
+        await follow.wait_for(lambda lines: any("new 0" in line for line in lines))
+        await task.log("new 1")
+    result = await follow.finish()
+    assert result.code == 0, result.stderr
+    assert [line.split()[-2:] for line in result.lines] == [
+        ["old", "2"],
+        ["old", "3"],
+        ["old", "4"],
+        ["new", "0"],
+        ["new", "1"],
+    ]
+
+
+async def test_logs_follow_ends_quietly_on_ctrl_c(harness: ServerHarness) -> None:
+    async with Tracker(harness.target) as tracker, tracker.task("tail-3") as task:
+        await task.log("only line")
+        follow = await Stream.start(
+            "logs", "tail-3", "--tail", "5", "--follow", "--server", harness.target
+        )
+        await follow.wait_for(lambda lines: len(lines) == 1)
+        result = await follow.interrupt()
+    assert result.code == 130
+    assert result.stderr == ""
+    assert result.lines[0].endswith("only line")
+
+
 async def test_cancel_reaches_the_agent_and_waits_for_its_confirmation(
     harness: ServerHarness,
 ) -> None:

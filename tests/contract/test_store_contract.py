@@ -279,6 +279,44 @@ async def test_log_queries(store: Store) -> None:
     assert await query(tenant="globex", task_id="t1") == [b"log 3.0"]
 
 
+async def test_log_queries_newest_first(store: Store) -> None:
+    logs = [
+        log(1, 0, "one", level=2, step_key="fetch", time_ns=100),
+        log(1, 1, "two", level=3, step_key="fetch", time_ns=200),
+        log(2, 0, "three", level=2, step_key="parse", time_ns=300),
+        log(2, 1, "four", level=4, step_key="parse", time_ns=400),
+        log(3, 0, "other task", task_id="t2", time_ns=500),
+    ]
+    await store.commit(
+        CommitBatch(heads={"acme": 3}, events=[event(1), event(2), event(3)], logs=logs)
+    )
+
+    async def query(**kw: object) -> list[bytes]:
+        base: dict[str, object] = {
+            "tenant": "acme",
+            "task_id": "t1",
+            "min_level": 0,
+            "step_key": "",
+            "text": "",
+            "start_ns": None,
+            "end_ns": None,
+            "after": None,
+            "limit": 100,
+            "newest_first": True,
+        }
+        base.update(kw)
+        return await store.list_logs(LogQuery(**base))  # type: ignore[arg-type]
+
+    assert await query() == [b"log 2.1", b"log 2.0", b"log 1.1", b"log 1.0"]
+    assert await query(limit=2) == [b"log 2.1", b"log 2.0"], "the last lines"
+    assert await query(after=(2, 0), limit=2) == [b"log 1.1", b"log 1.0"], "then older ones"
+    assert await query(after=(1, 0)) == []
+    assert await query(min_level=3) == [b"log 2.1", b"log 1.1"]
+    assert await query(step_key="fetch", limit=1) == [b"log 1.1"]
+    assert await query(start_ns=200, end_ns=400) == [b"log 2.0", b"log 1.1"]
+    assert await query(newest_first=False, after=(1, 1)) == [b"log 2.0", b"log 2.1"]
+
+
 async def test_pruning_requests_and_durations(backend: Backend, store: Store) -> None:
     await store.commit(
         CommitBatch(

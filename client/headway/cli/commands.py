@@ -12,6 +12,7 @@ import getpass
 import json
 import socket
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.json_format import MessageToDict, MessageToJson
@@ -193,27 +194,16 @@ def _cancel_detail(request: CancelRequest, at_rest: bool, now: datetime) -> str:
 
 
 async def cmd_logs(args: argparse.Namespace, client: HeadwayClient) -> int:
+    if args.tail is not None and args.tail < 0:
+        raise CliError("--tail must not be negative", exit_code=2)
     # The cursor is read before the listing, so following from it misses nothing.
     cursor = (await client.list_tasks(task_filter(task_ids=[args.task_id]), page_size=1)).revision
     task = Task.from_proto(await client.get_task(args.task_id))
     min_level = LogLevel[args.level.upper()] if args.level else None
     printed_up_to = 0
-    token = ""
-    while True:
-        page = await client.list_logs(
-            args.task_id,
-            min_level=log_pb2.LogLevel.ValueType(min_level or 0),
-            step_key=args.step,
-            text=args.search,
-            page_size=1000,
-            page_token=token,
-        )
-        for raw in page.entries:
-            _print_log(LogEntry.from_proto(raw), args.json)
-            printed_up_to = max(printed_up_to, raw.revision)
-        token = page.next_page_token
-        if not token:
-            break
+    async for raw in _listed_logs(client, args, min_level):
+        _print_log(LogEntry.from_proto(raw), args.json)
+        printed_up_to = max(printed_up_to, raw.revision)
     if not args.follow or task.at_rest:
         return 0
     async for event in subscribe(
@@ -228,6 +218,40 @@ async def cmd_logs(args: argparse.Namespace, client: HeadwayClient) -> int:
                 if _matches(entry, min_level, args.step, args.search):
                     _print_log(entry, args.json)
     return 0
+
+
+async def _listed_logs(
+    client: HeadwayClient, args: argparse.Namespace, min_level: LogLevel | None
+) -> AsyncIterator[log_pb2.LogEntry]:
+    """The task's matching lines, oldest first; with --tail N, only the last N.
+
+    The last N are fetched newest first (so a long log is not paged through)
+    and handed out in the order they happened.
+    """
+    left = args.tail  # None: every line
+    newest: list[log_pb2.LogEntry] = []
+    token = ""
+    while left is None or left > 0:
+        page = await client.list_logs(
+            args.task_id,
+            min_level=log_pb2.LogLevel.ValueType(min_level or 0),
+            step_key=args.step,
+            text=args.search,
+            page_size=1000 if left is None else min(left, 1000),
+            page_token=token,
+            newest_first=left is not None,
+        )
+        if left is None:
+            for raw in page.entries:
+                yield raw
+        else:
+            newest.extend(page.entries)
+            left -= len(page.entries)
+        token = page.next_page_token
+        if not token:
+            break
+    for raw in reversed(newest):
+        yield raw
 
 
 def _matches(entry: LogEntry, min_level: LogLevel | None, step: str, text: str) -> bool:

@@ -171,6 +171,13 @@ def build_parser() -> Parser:
     logs.add_argument("--step", default="", metavar="KEY", help="lines about this step only")
     logs.add_argument("--search", default="", metavar="TEXT", help="lines containing TEXT")
     logs.add_argument(
+        "-n",
+        "--tail",
+        type=int,
+        metavar="N",
+        help="only the last N lines (with --follow, then the new ones)",
+    )
+    logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new lines until the task rests"
     )
     logs.add_argument("--json", action="store_true", help="one JSON object per line")

@@ -470,9 +470,15 @@ class HeadwayClient:
         text: str = "",
         page_size: int = 0,
         page_token: str = "",
+        newest_first: bool = False,
         timeout: float | None = None,
         **time_range: Any,
     ) -> task_service_pb2.ListLogsResponse:
+        """One page of a task's log lines; `newest_first` starts from the last line.
+
+        A `next_page_token` keeps the order it was issued for: pass the same
+        `newest_first` (and filters) with it.
+        """
         request = task_service_pb2.ListLogsRequest(
             task_id=task_id,
             min_level=min_level,
@@ -480,6 +486,7 @@ class HeadwayClient:
             text=text,
             page_size=page_size,
             page_token=page_token,
+            newest_first=newest_first,
             **time_range,
         )
         return await self._call(self.stub.ListLogs, request, timeout)

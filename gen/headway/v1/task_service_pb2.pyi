@@ -1237,6 +1237,7 @@ class ListLogsRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NEWEST_FIRST_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task. Required."""
     min_level: _log_pb2.LogLevel.ValueType
@@ -1249,6 +1250,12 @@ class ListLogsRequest(_message.Message):
     """The most lines to return: 0 means 100; capped at 1000; negative is INVALID_ARGUMENT."""
     page_token: _builtins.str
     """The `next_page_token` of the previous page, with the same filters."""
+    newest_first: _builtins.bool
+    """Return the newest lines first: the first page holds the last `page_size`
+    lines; pages continue towards older lines. The page token remembers the
+    order: a token from one order is INVALID_ARGUMENT (`INVALID_PAGE_TOKEN`)
+    in the other.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only lines at or after this time. Within 1678-01-01..2262-01-01; see TaskService."""
@@ -1268,10 +1275,11 @@ class ListLogsRequest(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        newest_first: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "min_level", b"min_level", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "step_key", b"step_key", "task_id", b"task_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "min_level", b"min_level", "newest_first", b"newest_first", "page_size", b"page_size", "page_token", b"page_token", "start_time", b"start_time", "step_key", b"step_key", "task_id", b"task_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1289,7 +1297,9 @@ class ListLogsResponse(_message.Message):
     """The token of the next page; empty on the last page."""
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[_log_pb2.LogEntry]:
-        """The lines, oldest first (by revision, then index)."""
+        """The lines, oldest first (by revision, then index); newest first when
+        `newest_first` is set.
+        """
 
     def __init__(
         self,

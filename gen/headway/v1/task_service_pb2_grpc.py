@@ -363,7 +363,8 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListLogs(self, request, context):
-        """Lists a task's log lines, oldest first, with filters and text search.
+        """Lists a task's log lines, oldest first (or newest first, for the last
+        lines of a long log), with filters and text search.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

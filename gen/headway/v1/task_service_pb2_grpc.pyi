@@ -160,7 +160,8 @@ class TaskServiceStub:
     that does not belong to this filter: `INVALID_PAGE_TOKEN`).
     """
     ListLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.ListLogsRequest, _task_service_pb2.ListLogsResponse]
-    """Lists a task's log lines, oldest first, with filters and text search.
+    """Lists a task's log lines, oldest first (or newest first, for the last
+    lines of a long log), with filters and text search.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`).
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_task_service_pb2.SubscribeRequest, _task_service_pb2.SubscribeResponse]
@@ -331,7 +332,8 @@ class TaskServiceAsyncStub(TaskServiceStub):
     that does not belong to this filter: `INVALID_PAGE_TOKEN`).
     """
     ListLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.ListLogsRequest, _task_service_pb2.ListLogsResponse]  # type: ignore[assignment]
-    """Lists a task's log lines, oldest first, with filters and text search.
+    """Lists a task's log lines, oldest first (or newest first, for the last
+    lines of a long log), with filters and text search.
     Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`).
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_task_service_pb2.SubscribeRequest, _task_service_pb2.SubscribeResponse]  # type: ignore[assignment]
@@ -595,7 +597,8 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.ListLogsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.ListLogsResponse, _abc.Awaitable[_task_service_pb2.ListLogsResponse]]:
-        """Lists a task's log lines, oldest first, with filters and text search.
+        """Lists a task's log lines, oldest first (or newest first, for the last
+        lines of a long log), with filters and text search.
         Errors: INVALID_ARGUMENT; NOT_FOUND (`TASK_NOT_FOUND`).
         """
 

@@ -424,6 +424,7 @@ class TaskService:
             end_ns=request.end_time.ToNanoseconds() if request.HasField("end_time") else None,
             after=(position[0], position[1]) if position else None,
             limit=page_size + 1,
+            newest_first=request.newest_first,
         )
         rows = await self._engine.store.list_logs(query)
         response = task_service_pb2.ListLogsResponse(

@@ -35,6 +35,7 @@ LIST_LOGS_QUERY: Mapping[str, Param] = {
     "endTime": Param(("endTime",)),
     "pageSize": Param(("pageSize",)),
     "pageToken": Param(("pageToken",)),
+    "newestFirst": Param(("newestFirst",), boolean=True),
 }
 DELETE_QUERY: Mapping[str, Param] = {
     "requestId": Param(("requestId",)),

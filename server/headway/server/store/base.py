@@ -120,8 +120,9 @@ class LogQuery:
     text: str
     start_ns: int | None
     end_ns: int | None
-    after: tuple[int, int] | None
+    after: tuple[int, int] | None  # the (revision, index) the page continues past
     limit: int
+    newest_first: bool = False  # descending (revision, index); `after` then bounds from above
 
 
 @dataclass(frozen=True, slots=True)

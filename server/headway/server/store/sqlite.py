@@ -280,9 +280,12 @@ class SqliteStore:
             clauses.append("time_ns < ?")
             params.append(query.end_ns)
         if query.after is not None:
-            clauses.append("(revision, idx) > (?, ?)")
+            clauses.append(
+                "(revision, idx) < (?, ?)" if query.newest_first else "(revision, idx) > (?, ?)"
+            )
             params.extend(query.after)
-        sql = f"SELECT data FROM logs WHERE {' AND '.join(clauses)} ORDER BY revision, idx LIMIT ?"
+        order = "revision DESC, idx DESC" if query.newest_first else "revision, idx"
+        sql = f"SELECT data FROM logs WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT ?"
         params.append(query.limit)
 
         def read(connection: sqlite3.Connection) -> list[bytes]:
