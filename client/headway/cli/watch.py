@@ -88,8 +88,17 @@ class Board:
 class LiveDisplay:
     """Redraws the board in place on a terminal."""
 
-    def __init__(self, board: Board, target: str, *, log_lines: int, console: Console) -> None:
+    def __init__(
+        self,
+        board: Board,
+        target: str,
+        *,
+        log_lines: int,
+        console: Console,
+        nothing: str = "No tasks yet",
+    ) -> None:
         self._board = board
+        self._nothing = nothing
         self._target = target
         self._log_lines = log_lines
         self._console = console
@@ -143,7 +152,7 @@ class LiveDisplay:
             status = "connecting…"
         header = render.board_header(self._target, tasks, view.revision, status)
         if view.synced and not tasks:
-            return Group(header, Text("No tasks yet. Waiting for some…", style="dim"))
+            return Group(header, Text(f"{self._nothing}. Waiting for some…", style="dim"))
         panels = Group(
             header,
             *(
