@@ -181,7 +181,11 @@ def build_parser() -> Parser:
         "--plain", action="store_true", help="one line per change, even on a terminal"
     )
     watch.add_argument(
-        "--until-done", action="store_true", help="exit once every task shown is at rest"
+        "--until-done",
+        action="store_true",
+        help="exit once every task shown is at rest; exit 1 at once when none of the "
+        "TASK_IDs exists (without --until-done, the watch says so once and goes on, "
+        "in case they are created later)",
     )
     watch.set_defaults(handler="cmd_watch")
 

@@ -23,7 +23,15 @@ from rich.live import Live
 from rich.text import Text
 
 from headway.cli import render
-from headway.client import HeadwayClient, HeadwayError, LiveView, events, subscribe
+from headway.cli.errors import CliError
+from headway.client import (
+    HeadwayClient,
+    HeadwayError,
+    LiveView,
+    NotFoundError,
+    events,
+    subscribe,
+)
 from headway.client.models import Task
 from headway.v1 import task_service_pb2
 
@@ -174,6 +182,22 @@ async def backfill_logs(board: Board, display: Display) -> None:
     display.show(None, None)
 
 
+async def missing_tasks(
+    client: HeadwayClient, filter: task_service_pb2.TaskFilter, view: LiveView
+) -> str:
+    """ "task 'x' not found" when the filter names tasks and none of them exists; else ""."""
+    if not filter.task_ids or any(task_id in view.tasks for task_id in filter.task_ids):
+        return ""
+    for task_id in filter.task_ids:
+        try:
+            await client.get_task(task_id)
+        except NotFoundError:
+            continue
+        return ""  # it exists, but other filters leave it out
+    names = ", ".join(f"'{task_id}'" for task_id in filter.task_ids)
+    return f"task {names} not found" if len(filter.task_ids) == 1 else f"tasks {names} not found"
+
+
 class PlainDisplay:
     """One line per change, for pipes and files; interruptions go to stderr."""
 
@@ -232,9 +256,13 @@ async def watch(
         log_lines: Log lines kept per task.
         expected_tasks: With `until_done`, how many tasks must be there first.
         earlier_logs: Also show the log lines written before the watch started.
+
+    Raises:
+        CliError: With `until_done`, when none of the task ids in `filter` exists.
     """
     view = LiveView(client, filter, include_logs=include_logs, log_lines=log_lines)
     board = Board(view, frozenset(int(state) for state in filter.states), limit, expected_tasks)
+    checked = False
     with display_for(board) as display:
         helpers = [asyncio.create_task(display.tick())]
         try:
@@ -243,6 +271,18 @@ async def watch(
                     view.tasks.get(event.task.id) if isinstance(event, events.TaskEvent) else None
                 )
                 view.apply(event)
+                # Before `synced` is shown: whoever waits for it sees the verdict first.
+                if isinstance(event, events.Synced) and not checked:
+                    checked = True
+                    missing = await missing_tasks(client, filter, view)
+                    if missing:
+                        if until_done:
+                            raise CliError(missing)
+                        print(
+                            f"headway: {missing}; still watching, in case of a later creation",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                 display.show(event, previous)
                 if isinstance(event, events.Synced) and earlier_logs:
                     helpers.append(asyncio.create_task(backfill_logs(board, display)))
