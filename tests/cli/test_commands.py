@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from headway.client import HeadwayClient, LogLevel, TaskState, Tracker
-from tests.cli.conftest import HEADWAY, Stream, environment, headway
+from tests.cli.conftest import HEADWAY, Stream, Terminal, environment, headway
 from tests.harness import ServerHarness
 
 
@@ -57,7 +57,7 @@ async def test_tasks_lists_a_table_filters_and_json(harness: ServerHarness) -> N
         headway("tasks", *server, "--label", "team=bi", "--json"),
         headway("tasks", *server, "--kind", "etl", "--kind", "report"),
         headway("tasks", *server, "--kind", "nothing"),
-        headway("tasks", *server, "--limit", "1", "--json"),
+        headway("tasks", *server, "--limit", "2", "--json"),
     )
     assert listed.code == 0, listed.stderr
     header, *rows = listed.lines
@@ -74,7 +74,76 @@ async def test_tasks_lists_a_table_filters_and_json(harness: ServerHarness) -> N
     assert task["state"] == "TASK_STATE_SUCCEEDED"
     assert [row.split()[0] for row in kinds.lines[1:]] == ["report-1", "import-1"]
     assert (none.code, none.stdout, none.stderr.strip()) == (0, "", "No tasks match.")
-    assert [t["id"] for t in json.loads(limited.stdout)] == ["report-1"]
+    # The newest two, in the listing's order (oldest first).
+    assert [t["id"] for t in json.loads(limited.stdout)] == ["train-1", "import-1"]
+
+
+async def test_no_tasks_yet_differs_from_no_tasks_matching(harness: ServerHarness) -> None:
+    server = ("--server", harness.target)
+    empty = await headway("tasks", *server, "--kind", "etl")
+    assert (empty.code, empty.stdout, empty.stderr.strip()) == (0, "", "No tasks yet.")
+    unfiltered = await headway("tasks", *server)
+    assert (unfiltered.code, unfiltered.stderr.strip()) == (0, "No tasks yet.")
+    await harness.client().create_task("load-1", kind="etl")
+    other = await headway("tasks", *server, "--kind", "report")
+    assert (other.code, other.stdout, other.stderr.strip()) == (0, "", "No tasks match.")
+
+
+async def test_watch_on_a_terminal_says_whether_tasks_exist_or_none_match(
+    harness: ServerHarness,
+) -> None:
+    empty = Terminal()
+    try:
+        await empty.start("watch", "--server", harness.target)
+        await empty.wait_for(lambda text: "No tasks yet. Waiting for some…" in text)
+    finally:
+        await empty.close()
+    await harness.client().create_task("load-1", kind="etl")
+    filtered = Terminal()
+    try:
+        await filtered.start("watch", "--kind", "report", "--server", harness.target)
+        screen = await filtered.wait_for(lambda text: "Waiting for some…" in text)
+        assert "No tasks match. Waiting for some…" in screen
+    finally:
+        await filtered.close()
+
+
+async def test_global_options_go_before_the_command_too(harness: ServerHarness) -> None:
+    await harness.client().create_task("early-1", kind="etl")
+    before = await headway("--server", harness.target, "--timeout", "5", "tasks", "--json")
+    assert before.code == 0, before.stderr
+    assert [t["id"] for t in json.loads(before.stdout)] == ["early-1"]
+    # One given after the command wins over one given before it.
+    both = await headway("--server", "127.0.0.1:9", "tasks", "--server", harness.target)
+    assert both.code == 0, both.stderr
+    assert "early-1" in both.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("tasks", "--limit", "-3"), "argument --limit: '-3' is not a positive whole number"),
+        (("tasks", "--limit", "0"), "argument --limit: '0' is not a positive whole number"),
+        (("watch", "--limit", "-3"), "argument --limit: '-3' is not zero or a positive"),
+        (("watch", "--logs", "-1"), "argument --logs: '-1' is not zero or a positive"),
+        (("tasks", "--timeout", "0"), "argument --timeout: '0' is not a positive number"),
+        (("--timeout", "-2", "tasks"), "argument --timeout: '-2' is not a positive number"),
+    ],
+)
+async def test_bad_numbers_are_usage_errors(args: tuple[str, ...], message: str) -> None:
+    result = await headway(*args, "--server", "127.0.0.1:9")
+    assert result.code == 2, result
+    assert message in one_line(result.stderr)
+    assert "Deadline" not in result.stderr
+
+
+async def test_task_piped_uses_80_columns(harness: ServerHarness) -> None:
+    await populate(harness)
+    result = await headway(
+        "task", "report-1", "--server", harness.target, env=environment(COLUMNS="")
+    )
+    assert result.code == 0, result.stderr
+    assert max(len(line) for line in result.lines) == 80
 
 
 async def test_task_shows_one_task_in_detail(harness: ServerHarness) -> None:

@@ -15,11 +15,12 @@ from datetime import timedelta
 
 import pytest
 
-from tests.cli.conftest import Stream, Terminal, headway
+from tests.cli.conftest import Stream, Terminal, environment, headway
 from tests.client.history import check_liveness, run_once
 from tests.clock import FakeClock
 from tests.harness import ServerHarness
 
+WIDE = environment(COLUMNS="200")
 HISTORY = {"fetch": 40.0, "write": 30.0}
 
 
@@ -114,7 +115,8 @@ async def test_task_shows_eta_lease_stall_and_a_pending_cancel_with_its_deadline
     await client.cancel_task(
         "job", reason="wrong input", requested_by="ops", deadline=timedelta(minutes=5)
     )
-    shown = await headway("task", "job", "--server", server.target)
+    # Wide enough that no detail is wrapped or cut (piped, it is 80 columns by default).
+    shown = await headway("task", "job", "--server", server.target, env=WIDE)
 
     assert shown.code == 0, shown.stderr
     out = shown.stdout
@@ -152,5 +154,5 @@ async def test_cancel_with_a_deadline(server: ServerHarness, clock: FakeClock) -
 
     clock.advance(31)  # the agent never confirms: the server cancels it anyway
     await check_liveness(server)
-    shown = await headway("task", "slow", "--server", server.target)
+    shown = await headway("task", "slow", "--server", server.target, env=WIDE)
     assert "forced: the agent did not confirm in time" in shown.stdout

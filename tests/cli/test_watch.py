@@ -6,7 +6,7 @@ import asyncio
 import re
 
 from headway.client import Tracker
-from tests.cli.conftest import Stream, Terminal
+from tests.cli.conftest import Stream, Terminal, headway
 from tests.harness import ServerHarness
 
 
@@ -116,3 +116,40 @@ async def test_watch_resumes_after_the_server_restarts(harness: ServerHarness) -
     assert "Traceback" not in result.stderr
     changes = [line for line in result.lines if " updated " in line or " created " in line]
     assert len(changes) == len(set(changes)), "a change was printed twice"
+
+
+async def test_watch_until_done_of_a_missing_task_fails_at_once(harness: ServerHarness) -> None:
+    result = await headway("watch", "nope", "--until-done", "--server", harness.target, timeout=15)
+    assert result.code == 1, result
+    assert result.stderr.strip() == "headway: task 'nope' not found"
+    several = await headway(
+        "watch", "nope", "gone", "--until-done", "--server", harness.target, timeout=15
+    )
+    assert several.code == 1, several
+    assert several.stderr.strip() == "headway: tasks 'nope', 'gone' not found"
+
+
+async def test_watch_of_a_missing_task_says_so_once_and_waits_for_it(
+    harness: ServerHarness,
+) -> None:
+    watch = await Stream.start("watch", "later", "--plain", "--server", harness.target)
+    await watch.wait_for(lambda lines: any("synced" in line for line in lines))
+    await harness.client().create_task("later", kind="etl")
+    await watch.wait_for(lambda lines: any("created later" in line for line in lines))
+    result = await watch.interrupt()
+    assert result.code == 130
+    assert result.stderr.count("task 'later' not found") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_watch_of_tasks_that_exist_but_do_not_match_is_not_an_error(
+    harness: ServerHarness,
+) -> None:
+    await harness.client().create_task("idle", kind="etl")  # pending, never running
+    watch = await Stream.start(
+        "watch", "idle", "--state", "running", "--plain", "--server", harness.target
+    )
+    await watch.wait_for(lambda lines: any("synced" in line for line in lines))
+    result = await watch.interrupt()
+    assert result.code == 130
+    assert "not found" not in result.stderr

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import socket
 import time
 from dataclasses import replace
@@ -188,3 +190,37 @@ def test_backoff_resets_after_progress() -> None:
     assert first[-1] > 2.0
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_a_tracker_without_its_server_warns_while_it_retries(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target = f"127.0.0.1:{port}"
+    caplog.set_level(logging.WARNING, logger="headway.client")
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.1, deadline=0.6)
+    with pytest.raises(UnavailableError):
+        async with (
+            Tracker(target, retry=policy, progress_rate=None) as tracker,
+            tracker.task("unreachable"),
+        ):
+            pass
+    warnings = [
+        record
+        for record in caplog.records
+        if record.levelno == logging.WARNING and record.name.startswith("headway.client")
+    ]
+    assert warnings, "no warning while retrying"
+    messages = [record.getMessage() for record in warnings]
+    assert all(
+        re.fullmatch(
+            rf"cannot reach {re.escape(target)} \(UNAVAILABLE\); "
+            r"retrying for up to \d+\.\d s",
+            message,
+        )
+        for message in messages
+    ), messages
+    # The first failed attempt is announced, not only the later ones.
+    assert float(messages[0].split()[-2]) > 0.3

@@ -26,12 +26,24 @@ from headway.cli.filters import filter_from
 from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
 from headway.client import HeadwayClient, LiveView, events, subscribe, task_filter
 from headway.client.models import CancelRequest, Estimate, LogEntry, LogLevel, Task, TaskState
-from headway.v1 import log_pb2
+from headway.v1 import log_pb2, task_service_pb2
 
 
-def console() -> Console:
-    """A console for stdout; off a terminal it is wide, so tables are not wrapped at 80."""
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+def console(*, wide: bool = False) -> Console:
+    """A console for stdout, as wide as the terminal; off a terminal, 80 columns ($COLUMNS).
+
+    `wide` makes it 200 columns off a terminal, so a listing's rows are not wrapped.
+    """
+    return Console(width=200 if wide and not sys.stdout.isatty() else None, highlight=False)
+
+
+async def nothing_listed(client: HeadwayClient, task_filter_: task_service_pb2.TaskFilter) -> str:
+    """What to say when no task matched: none match, or there are none at all yet."""
+    if task_filter_ != task_filter():
+        page = await client.list_tasks(task_filter(), page_size=1)
+        if page.tasks:
+            return "No tasks match"
+    return "No tasks yet"
 
 
 async def cmd_watch(args: argparse.Namespace, client: HeadwayClient) -> int:
@@ -41,10 +53,13 @@ async def cmd_watch(args: argparse.Namespace, client: HeadwayClient) -> int:
     await client.list_tasks(task_filter_, page_size=1)
     out = console()
     live = out.is_terminal and not args.plain
+    nothing = await nothing_listed(client, task_filter_) if live else ""
 
     def display_for(board: Board) -> Display:
         if live:
-            return LiveDisplay(board, args.server, log_lines=args.logs, console=out)
+            return LiveDisplay(
+                board, args.server, log_lines=args.logs, console=out, nothing=nothing
+            )
         return PlainDisplay()
 
     await watch(
@@ -67,15 +82,16 @@ async def cmd_tasks(args: argparse.Namespace, client: HeadwayClient) -> int:
         page = await client.list_tasks(filter_from(args), page_size=1000, page_token=token)
         tasks.extend(Task.from_proto(task) for task in page.tasks)
         token = page.next_page_token
-        if not token or (args.limit and len(tasks) >= args.limit):
+        if not token:
             break
-    if args.limit:
-        tasks = tasks[: args.limit]
+    if args.limit is not None:
+        # The listing runs oldest first; the newest N are its end.
+        tasks = tasks[-args.limit :]
     if args.json:
         print(json.dumps([MessageToDict(task.raw) for task in tasks], indent=2))
         return 0
     if not tasks:
-        print("No tasks match.", file=sys.stderr)
+        print(f"{await nothing_listed(client, filter_from(args))}.", file=sys.stderr)
         return 0
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("ID", "NAME", "KIND", "STATE", "PROGRESS", "STEP", "UPDATED"):
@@ -95,7 +111,7 @@ async def cmd_tasks(args: argparse.Namespace, client: HeadwayClient) -> int:
             else "",
             f"{render.format_duration(now - updated)} ago" if updated else "",
         )
-    console().print(table)
+    console(wide=True).print(table)
     return 0
 
 

@@ -49,6 +49,44 @@ def positive_seconds(text: str) -> float:
     return seconds
 
 
+def count(text: str, *, least: int) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < least:
+        kind = "a positive" if least > 0 else "zero or a positive"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {kind} whole number")
+    return number
+
+
+def positive_int(text: str) -> int:
+    """A whole number above zero; argparse reports anything else as a usage error."""
+    return count(text, least=1)
+
+
+def natural(text: str) -> int:
+    """Zero or a positive whole number; argparse reports anything else as a usage error."""
+    return count(text, least=0)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """--server and --timeout, accepted before the command and after it (see below)."""
+    parser.add_argument(
+        "--server",
+        default=argparse.SUPPRESS if after else os.environ.get(SERVER_ENV) or CLI_DEFAULT_SERVER,
+        metavar="HOST:PORT",
+        help=f"the server to talk to (default: ${SERVER_ENV} or {CLI_DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=argparse.SUPPRESS if after else 10.0,
+        metavar="SECONDS",
+        help="for each call, above zero (default: 10)",
+    )
+
+
 def add_security_arguments(parser: argparse.ArgumentParser, *, after: bool) -> None:
     """--token, --tls and the rest, accepted before the command and after it.
 
@@ -113,20 +151,13 @@ def build_parser() -> Parser:
         description="Real-time task progress over gRPC: run the server, watch tasks live, "
         "list, cancel and delete them.",
     )
+    add_connection_arguments(parser, after=False)
     add_security_arguments(parser, after=False)
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
     common = Parser(add_help=False)
-    common.add_argument(
-        "--server",
-        default=os.environ.get(SERVER_ENV) or CLI_DEFAULT_SERVER,
-        metavar="HOST:PORT",
-        help=f"the server to talk to (default: ${SERVER_ENV} or {CLI_DEFAULT_SERVER})",
-    )
-    common.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="for each call"
-    )
+    add_connection_arguments(common, after=True)
     add_security_arguments(common, after=True)
 
     commands.add_parser(
@@ -141,23 +172,33 @@ def build_parser() -> Parser:
     )
     add_filter_arguments(watch)
     watch.add_argument(
-        "--logs", type=int, default=3, metavar="N", help="latest log lines per task (0: none)"
+        "--logs", type=natural, default=3, metavar="N", help="latest log lines per task (0: none)"
     )
     watch.add_argument(
-        "--limit", type=int, default=20, metavar="N", help="tasks shown at most (0: all)"
+        "--limit", type=natural, default=20, metavar="N", help="tasks shown at most (0: all)"
     )
     watch.add_argument(
         "--plain", action="store_true", help="one line per change, even on a terminal"
     )
     watch.add_argument(
-        "--until-done", action="store_true", help="exit once every task shown is at rest"
+        "--until-done",
+        action="store_true",
+        help="exit once every task shown is at rest; exit 1 at once when none of the "
+        "TASK_IDs exists (without --until-done, the watch says so once and goes on, "
+        "in case they are created later)",
     )
     watch.set_defaults(handler="cmd_watch")
 
     tasks = commands.add_parser("tasks", parents=[common], help="list tasks")
     add_filter_arguments(tasks)
     tasks.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    tasks.add_argument("--limit", type=int, default=0, metavar="N", help="list at most N tasks")
+    tasks.add_argument(
+        "--limit",
+        type=positive_int,
+        metavar="N",
+        help="only the newest N tasks (all are listed, oldest first, and the last N kept; "
+        "default: all)",
+    )
     tasks.set_defaults(handler="cmd_tasks")
 
     task = commands.add_parser("task", parents=[common], help="show one task in detail")

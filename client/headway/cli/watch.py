@@ -23,7 +23,15 @@ from rich.live import Live
 from rich.text import Text
 
 from headway.cli import render
-from headway.client import HeadwayClient, HeadwayError, LiveView, events, subscribe
+from headway.cli.errors import CliError
+from headway.client import (
+    HeadwayClient,
+    HeadwayError,
+    LiveView,
+    NotFoundError,
+    events,
+    subscribe,
+)
 from headway.client.models import Task
 from headway.v1 import task_service_pb2
 
@@ -88,8 +96,17 @@ class Board:
 class LiveDisplay:
     """Redraws the board in place on a terminal."""
 
-    def __init__(self, board: Board, target: str, *, log_lines: int, console: Console) -> None:
+    def __init__(
+        self,
+        board: Board,
+        target: str,
+        *,
+        log_lines: int,
+        console: Console,
+        nothing: str = "No tasks yet",
+    ) -> None:
         self._board = board
+        self._nothing = nothing
         self._target = target
         self._log_lines = log_lines
         self._console = console
@@ -143,7 +160,7 @@ class LiveDisplay:
             status = "connecting…"
         header = render.board_header(self._target, tasks, view.revision, status)
         if view.synced and not tasks:
-            return Group(header, Text("No tasks yet. Waiting for some…", style="dim"))
+            return Group(header, Text(f"{self._nothing}. Waiting for some…", style="dim"))
         panels = Group(
             header,
             *(
@@ -163,6 +180,22 @@ async def backfill_logs(board: Board, display: Display) -> None:
         with contextlib.suppress(HeadwayError):
             await board.view.backfill_logs(task.id)
     display.show(None, None)
+
+
+async def missing_tasks(
+    client: HeadwayClient, filter: task_service_pb2.TaskFilter, view: LiveView
+) -> str:
+    """ "task 'x' not found" when the filter names tasks and none of them exists; else ""."""
+    if not filter.task_ids or any(task_id in view.tasks for task_id in filter.task_ids):
+        return ""
+    for task_id in filter.task_ids:
+        try:
+            await client.get_task(task_id)
+        except NotFoundError:
+            continue
+        return ""  # it exists, but other filters leave it out
+    names = ", ".join(f"'{task_id}'" for task_id in filter.task_ids)
+    return f"task {names} not found" if len(filter.task_ids) == 1 else f"tasks {names} not found"
 
 
 class PlainDisplay:
@@ -223,9 +256,13 @@ async def watch(
         log_lines: Log lines kept per task.
         expected_tasks: With `until_done`, how many tasks must be there first.
         earlier_logs: Also show the log lines written before the watch started.
+
+    Raises:
+        CliError: With `until_done`, when none of the task ids in `filter` exists.
     """
     view = LiveView(client, filter, include_logs=include_logs, log_lines=log_lines)
     board = Board(view, frozenset(int(state) for state in filter.states), limit, expected_tasks)
+    checked = False
     with display_for(board) as display:
         helpers = [asyncio.create_task(display.tick())]
         try:
@@ -234,6 +271,18 @@ async def watch(
                     view.tasks.get(event.task.id) if isinstance(event, events.TaskEvent) else None
                 )
                 view.apply(event)
+                # Before `synced` is shown: whoever waits for it sees the verdict first.
+                if isinstance(event, events.Synced) and not checked:
+                    checked = True
+                    missing = await missing_tasks(client, filter, view)
+                    if missing:
+                        if until_done:
+                            raise CliError(missing)
+                        print(
+                            f"headway: {missing}; still watching, in case of a later creation",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                 display.show(event, previous)
                 if isinstance(event, events.Synced) and earlier_logs:
                     helpers.append(asyncio.create_task(backfill_logs(board, display)))

@@ -156,7 +156,9 @@ class HeadwayClient:
         # The request, and so its request_id, is built once: every retry is the same call.
         if self.retry is None:
             return await attempt(timeout or self.timeout)
-        return await call_with_retry(attempt, self.retry, timeout=timeout or self.timeout)
+        return await call_with_retry(
+            attempt, self.retry, timeout=timeout or self.timeout, target=self.target
+        )
 
     # -- mutations ----------------------------------------------------------------
 

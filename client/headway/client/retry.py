@@ -97,6 +97,7 @@ async def call_with_retry(
     timeout: float | None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     clock: Callable[[], float] = time.monotonic,
+    target: str | None = None,
 ) -> T:
     """Run `attempt(per_attempt_timeout)` until it succeeds, fails for good, or time runs out.
 
@@ -107,6 +108,7 @@ async def call_with_retry(
         timeout: The timeout of one attempt; each attempt also ends at the overall deadline.
         sleep: Waits between attempts (replaced in tests).
         clock: Measures the overall deadline (replaced in tests).
+        target: The server called, named in the warning logged before each retry.
 
     Raises:
         HeadwayError: The last error, when it is not transient or the deadline has passed.
@@ -126,8 +128,21 @@ async def call_with_retry(
             delay = backoff.next_delay()
             if deadline is not None and clock() + delay >= deadline:
                 raise
+            # A warning on every retry, the first included: an agent whose server is gone
+            # would otherwise wait out the whole deadline in silence.
+            logger.warning(
+                "cannot reach %s (%s); retrying for up to %s",
+                target or "the server",
+                error.code.name,
+                "as long as it takes" if deadline is None else _seconds(deadline - clock()),
+            )
             logger.debug("retrying in %.2fs after %s (attempt %d)", delay, error, backoff.attempts)
             await sleep(delay)
+
+
+def _seconds(seconds: float) -> str:
+    """`57 s`, or `0.4 s` below ten seconds."""
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{max(seconds, 0):.1f} s"
 
 
 __all__ = ["NEVER_RETRIED", "TRANSIENT_CODES", "Backoff", "RetryPolicy", "call_with_retry"]
