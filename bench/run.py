@@ -34,8 +34,11 @@ from bench.targets import evaluate
 from headway.server.config import Settings
 
 OUT = Path("bench/out")
-HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL"))
-HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL"))
+# The load measures capacity, not policy: the per-tenant mutation quota (on by default)
+# would cap one tenant's writes at its rate, so it is off here (the tenants section sets one).
+UNLIMITED = ("--quota-mutation-rate", "0")
+HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL", *UNLIMITED))
+HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL", *UNLIMITED))
 SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse")
 # The SSE section's server: the HTTP gateway on too, for both transports of a pair.
 HEADWAY_HTTP = replace(HEADWAY_FULL, http=True)
