@@ -242,6 +242,23 @@ async def test_leases_deletes_and_logs(backend: Backend, store: Store) -> None:
     assert await store.list_logs(query) == [], "a deleted task's logs go with it"
 
 
+async def list_logs(store: Store, **kw: object) -> list[bytes]:
+    """`store.list_logs` for task t1 of acme, everything else unfiltered unless given."""
+    base: dict[str, object] = {
+        "tenant": "acme",
+        "task_id": "t1",
+        "min_level": 0,
+        "step_key": "",
+        "text": "",
+        "start_ns": None,
+        "end_ns": None,
+        "after": None,
+        "limit": 100,
+    }
+    base.update(kw)
+    return await store.list_logs(LogQuery(**base))  # type: ignore[arg-type]
+
+
 async def test_log_queries(store: Store) -> None:
     logs = [
         log(1, 0, "Fetching ÄRGER.txt", level=2, step_key="fetch", time_ns=100),
@@ -255,19 +272,7 @@ async def test_log_queries(store: Store) -> None:
     )
 
     async def query(**kw: object) -> list[bytes]:
-        base: dict[str, object] = {
-            "tenant": "acme",
-            "task_id": "t1",
-            "min_level": 0,
-            "step_key": "",
-            "text": "",
-            "start_ns": None,
-            "end_ns": None,
-            "after": None,
-            "limit": 100,
-        }
-        base.update(kw)
-        return await store.list_logs(LogQuery(**base))  # type: ignore[arg-type]
+        return await list_logs(store, **kw)
 
     assert await query() == [b"log 1.0", b"log 1.1", b"log 2.0", b"log 2.1"]
     assert await query(min_level=3) == [b"log 1.1", b"log 2.1"]
@@ -292,20 +297,7 @@ async def test_log_queries_newest_first(store: Store) -> None:
     )
 
     async def query(**kw: object) -> list[bytes]:
-        base: dict[str, object] = {
-            "tenant": "acme",
-            "task_id": "t1",
-            "min_level": 0,
-            "step_key": "",
-            "text": "",
-            "start_ns": None,
-            "end_ns": None,
-            "after": None,
-            "limit": 100,
-            "newest_first": True,
-        }
-        base.update(kw)
-        return await store.list_logs(LogQuery(**base))  # type: ignore[arg-type]
+        return await list_logs(store, **{"newest_first": True, **kw})
 
     assert await query() == [b"log 2.1", b"log 2.0", b"log 1.1", b"log 1.0"]
     assert await query(limit=2) == [b"log 2.1", b"log 2.0"], "the last lines"
