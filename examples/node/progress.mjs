@@ -97,9 +97,14 @@ function call(method, request) {
   });
 }
 
+// Streams still open when the script ends, cancelled then: an open call keeps Node running.
+const openStreams = new Set();
+
 /** Subscribe: the call (to cancel it) and its events, one at a time, in order. */
 function subscribe(request) {
   const stream = client.Subscribe(request, metadata());
+  openStreams.add(stream);
+  stream.on('close', () => openStreams.delete(stream));
   async function* events() {
     for await (const response of stream) yield* response.events;
   }
@@ -254,5 +259,6 @@ try {
   print({ step: 'failed', message: error.message, code: error.code, details: error.metadata ? errorDetails(error) : [] });
   process.exitCode = 1;
 } finally {
+  for (const stream of openStreams) stream.cancel();
   client.close();
 }
