@@ -76,5 +76,5 @@ bench: $(STAMP) ## Benchmarks (<10 min): bench/RESULTS.md and bench/results.json
 bench-quick: $(STAMP) ## Benchmark smoke run (<2 min): fails if a figure is missing or insane.
 	$(PY) -m bench.run --profile quick
 
-clean: ## Remove the virtual environment, tools and caches.
-	rm -rf $(VENV) tools/node_modules .mypy_cache .pytest_cache .ruff_cache .hypothesis
+clean: ## Remove the virtual environment, node_modules (tools, examples/node) and caches.
+	rm -rf $(VENV) tools/node_modules examples/node/node_modules .mypy_cache .pytest_cache .ruff_cache .hypothesis
