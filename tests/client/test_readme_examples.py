@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from headway.cli.main import build_parser
+from headway.client import task_filter
 from tests.harness import ServerHarness
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -52,14 +53,15 @@ async def test_agent_and_viewer_examples_run_verbatim(
 ) -> None:
     agents = python_blocks("Agents")
     viewers = python_blocks("Viewers")
-    assert len(agents) == 4
+    assert len(agents) == 5
     assert len(viewers) == 1
     outputs = [await run_example(code, tmp_path, harness.target) for code in agents + viewers]
-    report, failure, cancel, threads, viewer = outputs
+    report, failure, cancel, threads, criteria, viewer = outputs
     assert report == "nightly-report SUCCEEDED 1520.0\n"
     assert failure == "FAILED ValueError FAILED\n"
     assert cancel == "CANCELLED alice\n"
     assert threads == "SUCCEEDED\n"
+    assert criteria == "SUCCEEDED criteria 3/3\n"
     listed, ended, snapshot, synced = viewer.splitlines()
     assert listed == "nightly-report SUCCEEDED 100%"
     assert re.fullmatch(r"nightly-report ended SUCCEEDED after \d:\d\d:\d\d\.\d+", ended)
@@ -68,6 +70,17 @@ async def test_agent_and_viewer_examples_run_verbatim(
 
     stored = await harness.client().get_task("nightly-report")
     assert stored.steps[0].progress.units.current == 120
+
+    # The criteria example makes a new task each run, so it works again on the same server.
+    assert await run_example(agents[4], tmp_path, harness.target) == criteria
+    fixes = await harness.client().list_tasks(filter=task_filter(kinds=["agent.fix"]))
+    assert len(fixes.tasks) == 2
+    for fix in fixes.tasks:
+        assert [(c.name, c.met, c.detail) for c in fix.criteria] == [
+            ("bug reproduced", True, "test_unicode_names fails"),
+            ("tests pass", True, "43/43"),
+            ("lint clean", True, ""),
+        ]
 
 
 def test_the_command_line_reference_covers_every_command() -> None:

@@ -982,6 +982,37 @@ def test_update_task_beyond_the_metric_limit_is_too_many_metrics() -> None:
     assert error.metadata["limit"] == "2"
 
 
+def criteria(*names: str, met: bool = False) -> list[task_pb2.Criterion]:
+    return [task_pb2.Criterion(name=name, met=met) for name in names]
+
+
+def test_update_task_upserts_criteria_by_name_in_first_seen_order() -> None:
+    task = make_task(start=True)
+    task.criteria.extend(criteria("a", "b"))
+    update = [*criteria("c", "a", met=True), task_pb2.Criterion(name="d", detail="why")]
+    domain.update_task(task, task_update(criteria=update), T1, LIMITS)
+    assert [(c.name, c.met, c.detail) for c in task.criteria] == [
+        ("a", True, ""),
+        ("b", False, ""),
+        ("c", True, ""),
+        ("d", False, "why"),
+    ]
+
+
+def test_update_task_beyond_64_criteria_is_too_many_criteria() -> None:
+    task = make_task(start=True)
+    task.criteria.extend(criteria(*(f"c{i}" for i in range(63))))
+    domain.update_task(task, task_update(criteria=criteria("c0", "new", met=True)), T1, LIMITS)
+    assert len(task.criteria) == 64
+    error = expect_error(
+        Kind.RESOURCE_EXHAUSTED,
+        "TOO_MANY_CRITERIA",
+        lambda: domain.update_task(task, task_update(criteria=criteria("c1", "x")), T1, LIMITS),
+    )
+    assert error.metadata["limit"] == "64"
+    assert not task.criteria[1].met, "nothing of a refused update is applied"
+
+
 def test_update_task_message_does_not_start_a_pending_task() -> None:
     task = make_task()
     domain.update_task(task, task_update(message="queued"), T1, LIMITS)

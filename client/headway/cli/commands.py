@@ -127,6 +127,9 @@ async def cmd_task(args: argparse.Namespace, client: HeadwayClient) -> int:
     for name, value in _details(task, now):
         details.add_row(name, value)
     parts: list[RenderableType] = [render.task_panel(task, log_lines=0, now=now), details]
+    if task.criteria:
+        parts.append(Text(render.criteria_text(task) or "", style="bold"))
+        parts.append(render.criteria_checklist(task))
     if task.error is not None and task.error.details.get("traceback"):
         parts.append(Text(task.error.details["traceback"].rstrip(), style="dim red"))
     console().print(Group(*parts))

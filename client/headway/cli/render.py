@@ -52,6 +52,9 @@ LEVEL_STYLES: dict[LogLevel | None, str] = {
 
 STALLED_STYLE = "bold red"
 
+# A success criterion is met or not: nothing in between, so two marks.
+CRITERION_MARKS: dict[bool, tuple[str, str]] = {True: ("✓", "green"), False: ("✗", "red")}
+
 
 def task_eta(task: Task, now: datetime | None = None) -> timedelta | None:
     """The estimated time left of a task as of `now` (default: now), or None without one.
@@ -85,6 +88,31 @@ def stalled_text(task: Task, now: datetime | None = None) -> str | None:
         return None
     silence = task.silence(now)
     return f"STALLED, no report for {format_duration(silence)}" if silence else "STALLED"
+
+
+def criteria_text(task: Task) -> str | None:
+    """ "criteria 3/5": how many success criteria are met, of how many; None without any.
+
+    The one wording every view uses (panels, table rows, plain lines), so an agent's
+    checklist reads the same wherever it is watched.
+    """
+    if not task.criteria:
+        return None
+    return f"criteria {task.criteria_met}/{task.criteria_total}"
+
+
+def criteria_checklist(task: Task) -> Table:
+    """The success criteria one a line, in the order declared: `✓ name — detail`."""
+    checklist = Table.grid(padding=(0, 1))
+    checklist.add_column(width=1)
+    checklist.add_column()
+    for criterion in task.criteria:
+        mark, style = CRITERION_MARKS[criterion.met]
+        line = Text(criterion.name)
+        if criterion.detail:
+            line.append(f" — {criterion.detail}", style="dim")
+        checklist.add_row(Text(mark, style=style), line)
+    return checklist
 
 
 def state_name(state: TaskState | StepState | None) -> str:
@@ -188,6 +216,7 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
     table.add_column(no_wrap=True, overflow="ellipsis", ratio=1)  # step
     table.add_column(no_wrap=True, style="dim")  # elapsed
     table.add_column(no_wrap=True, style="dim")  # ETA
+    table.add_column(no_wrap=True, style="dim")  # criteria
     for task in tasks:
         style = STATE_STYLES.get(task.state, "dim")
         state = Text(state_name(task.state), style=style)
@@ -210,12 +239,13 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
             doing,
             format_duration(elapsed) if elapsed is not None else "",
             eta_text(task, now) or "",
+            criteria_text(task) or "",
         )
     return table
 
 
 def _progress_row(task: Task, now: datetime) -> Table:
-    """The bar, the percentage, then timing and iteration; metrics on a line of their own."""
+    """The bar, the percentage, then timing and iteration; criteria and metrics on a line below."""
     row = Table.grid(padding=(0, 2))
     row.add_column(width=BAR_WIDTH)
     row.add_column(justify="right", width=4)
@@ -241,9 +271,11 @@ def _progress_row(task: Task, now: datetime) -> Table:
     elif task.iteration:
         timing.append(f"iteration {task.iteration}")
     row.add_row(bar, Text(percent(task), style="bold"), Text("  ".join(timing), style="dim"))
-    if task.metrics:
-        metrics = "  ".join(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
-        row.add_row("", "", Text(metrics, style="dim"))
+    # The criteria count leads the second line, where the timing cannot crowd it out.
+    facts = [criteria_text(task) or ""]
+    facts.extend(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
+    if any(facts):
+        row.add_row("", "", Text("  ".join(fact for fact in facts if fact), style="dim"))
     return row
 
 
@@ -348,6 +380,9 @@ def task_summary(task: Task, previous: Task | None = None, *, now: datetime | No
         text += f" | iteration {task.iteration}{of}"
     if task.metrics and (previous is None or previous.metrics != task.metrics):
         text += " | " + " ".join(f"{k}={v:g}" for k, v in sorted(task.metrics.items()))
+    criteria = criteria_text(task)
+    if criteria is not None and (previous is None or previous.criteria != task.criteria):
+        text += f" | {criteria}"
     if task.error is not None:
         text += f" | error {task.error.describe()}"
     if task.cancel_request is not None and not task.at_rest:
@@ -377,6 +412,8 @@ def changed_step(task: Task, previous: Task | None) -> Step | None:
 
 __all__ = [
     "board_header",
+    "criteria_checklist",
+    "criteria_text",
     "eta_text",
     "format_countdown",
     "format_duration",

@@ -49,6 +49,7 @@ from headway.client.live import LiveView
 from headway.client.models import (
     Artifact,
     CancelRequest,
+    Criterion,
     Estimate,
     EstimateBasis,
     LeaseRenewal,
@@ -75,6 +76,7 @@ __all__ = [
     "CancelRequest",
     "CancelledError",
     "Created",
+    "Criterion",
     "DeadlineExceededError",
     "Deleted",
     "Estimate",

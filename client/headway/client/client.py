@@ -37,6 +37,8 @@ from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2, task_serv
 
 Response = TypeVar("Response", bound=Message)
 StepLike = str | task_service_pb2.StepSpec
+CriterionLike = str | task_pb2.Criterion
+"""A criterion to declare: its name alone (not met yet), or a Criterion message."""
 Metadata = Sequence[tuple[str, str]]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -54,6 +56,11 @@ def default_target() -> str:
 
 def _step_spec(step: StepLike) -> task_service_pb2.StepSpec:
     return task_service_pb2.StepSpec(key=step) if isinstance(step, str) else step
+
+
+def criterion(value: CriterionLike) -> task_pb2.Criterion:
+    """A criterion to declare; a bare name is one not met yet."""
+    return task_pb2.Criterion(name=value) if isinstance(value, str) else value
 
 
 def duration(value: timedelta | None) -> Duration | None:
@@ -176,6 +183,7 @@ class HeadwayClient:
         metrics: Mapping[str, float] | None = None,
         start: bool = False,
         lease_duration: timedelta | None = None,
+        criteria: Sequence[CriterionLike] = (),
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
@@ -184,6 +192,8 @@ class HeadwayClient:
         Args:
             lease_duration: How long its agent may stay silent before the task is
                 marked stalled; None means the server's default (clamped to its bounds).
+            criteria: Its success criteria, in order: names (not met yet) or
+                Criterion messages.
         """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
@@ -197,6 +207,7 @@ class HeadwayClient:
             metrics=metrics or {},
             start=start,
             lease_duration=duration(lease_duration),
+            criteria=[criterion(value) for value in criteria],
             request_id=request_id or _new_request_id(),
         )
         response = await self._call(self.stub.CreateTask, request, timeout)
@@ -270,10 +281,18 @@ class HeadwayClient:
         iteration: int | None = None,
         max_iterations: int | None = None,
         metrics: Mapping[str, float] | None = None,
+        criteria: Sequence[task_pb2.Criterion] = (),
         expected_revision: int = 0,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
+        """Change task-level fields; those left None (or empty) stay as they are.
+
+        Args:
+            metrics: Merged into the task's metrics.
+            criteria: Merged into the task's criteria by name: a known name is
+                replaced (met and detail) in place, a new one appended.
+        """
         request = task_service_pb2.UpdateTaskRequest(
             task_id=task_id,
             progress=progress,
@@ -281,6 +300,7 @@ class HeadwayClient:
             iteration=iteration,
             max_iterations=max_iterations,
             metrics=metrics or {},
+            criteria=criteria,
             expected_revision=expected_revision,
             request_id=request_id or _new_request_id(),
         )

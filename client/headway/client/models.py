@@ -313,6 +313,22 @@ class Artifact:
 
 
 @dataclass(frozen=True, slots=True)
+class Criterion:
+    """A success criterion of a task: a named condition, and whether the agent found it met."""
+
+    name: str
+    met: bool
+    detail: str
+    """Why it is or is not met, such as "41 of 42 tests pass"; empty when the agent said nothing."""
+    raw: task_pb2.Criterion = field(repr=False)
+
+    @classmethod
+    def from_proto(cls, raw: task_pb2.Criterion) -> Criterion:
+        """The read model of a wire message (kept as `raw`)."""
+        return cls(name=raw.name, met=raw.met, detail=raw.detail, raw=raw)
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One step of a task."""
 
@@ -390,6 +406,8 @@ class Task:
     """The task is RUNNING but its agent has not reported within its lease."""
     last_report_time: datetime | None
     """When the agent last reported, as of the task's last change."""
+    criteria: tuple[Criterion, ...]
+    """The success criteria, in the order the agent first declared them."""
     raw: task_pb2.Task = field(repr=False)
 
     @classmethod
@@ -427,6 +445,7 @@ class Task:
             lease_duration=duration_or_none(raw, "lease_duration"),
             stalled=raw.stalled,
             last_report_time=time_or_none(raw, "last_report_time"),
+            criteria=tuple(Criterion.from_proto(criterion) for criterion in raw.criteria),
             raw=raw,
         )
 
@@ -443,6 +462,20 @@ class Task:
     def step(self, key: str) -> Step | None:
         """The step with this key, or None."""
         return next((step for step in self.steps if step.key == key), None)
+
+    def criterion(self, name: str) -> Criterion | None:
+        """The success criterion with this name, or None."""
+        return next((criterion for criterion in self.criteria if criterion.name == name), None)
+
+    @property
+    def criteria_met(self) -> int:
+        """How many success criteria are met (the 3 of "criteria 3/5")."""
+        return sum(1 for criterion in self.criteria if criterion.met)
+
+    @property
+    def criteria_total(self) -> int:
+        """How many success criteria the task has (the 5 of "criteria 3/5")."""
+        return len(self.criteria)
 
     @property
     def current_step(self) -> Step | None:
@@ -500,6 +533,7 @@ class LogEntry:
 __all__ = [
     "Artifact",
     "CancelRequest",
+    "Criterion",
     "Estimate",
     "EstimateBasis",
     "LeaseRenewal",

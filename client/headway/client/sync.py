@@ -32,7 +32,7 @@ from headway.client.tracker import (
     TaskReporter,
     Tracker,
 )
-from headway.v1 import log_pb2, task_service_pb2
+from headway.v1 import log_pb2, task_pb2, task_service_pb2
 
 T = TypeVar("T")
 
@@ -143,6 +143,7 @@ class SyncTracker:
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
+        criteria: Sequence[str | task_pb2.Criterion] = (),
     ) -> SyncTaskReporter:
         """A task to report; `with` it to create it. Arguments as for `Tracker.task`.
 
@@ -160,6 +161,7 @@ class SyncTracker:
             max_iterations=max_iterations,
             metrics=metrics,
             lease=lease,
+            criteria=criteria,
         )
         return SyncTaskReporter(reporter, self._portal)
 
@@ -266,6 +268,14 @@ class SyncTaskReporter:
 
     def add_metrics(self, values: Mapping[str, float] | None = None, /, **more: float) -> None:
         self._portal.run(self.reporter.add_metrics(values, **more))
+
+    def set_criterion(self, name: str, met: bool = True, *, detail: str = "") -> None:
+        self._portal.run(self.reporter.set_criterion(name, met, detail=detail))
+
+    def set_criteria(
+        self, values: Mapping[str, bool], *, details: Mapping[str, str] | None = None
+    ) -> None:
+        self._portal.run(self.reporter.set_criteria(values, details=details))
 
     def artifact(self, name: str, uri: str, *, media_type: str = "", size_bytes: int = 0) -> None:
         self._portal.run(

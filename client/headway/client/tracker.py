@@ -91,6 +91,7 @@ _MAX_ERROR_MESSAGE = 4096
 _MAX_DETAIL = 16384
 _MAX_LOG_MESSAGE = 8192
 _MAX_LOG_FIELD = 4096
+_MAX_CRITERION_DETAIL = 1024
 _CONFIRM_TIMEOUT = 5.0
 
 
@@ -251,6 +252,7 @@ class Tracker:
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
+        criteria: Sequence[str | task_pb2.Criterion] = (),
     ) -> TaskReporter:
         """A task to report; `async with` it (or `await reporter.start()`) to create it.
 
@@ -269,6 +271,9 @@ class Tracker:
                 stalled; the server's default (60 s) when None, clamped to its bounds.
                 Heartbeats keep the task alive while it is open, so a shorter lease
                 only means that watchers learn sooner when the agent died.
+            criteria: The success criteria the agent will check, in the order
+                viewers list them: names (not met yet) or Criterion messages. Set
+                them with `task.set_criterion(...)`; new names may be set later too.
         """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
@@ -284,6 +289,10 @@ class Tracker:
             max_iterations=max_iterations,
             metrics=metrics or {},
             start=True,
+            criteria=[
+                task_pb2.Criterion(name=value) if isinstance(value, str) else value
+                for value in criteria
+            ],
         )
         if lease is not None:
             request.lease_duration.FromTimedelta(lease)
@@ -380,6 +389,7 @@ class TaskReporter:
             message=create.message,
             max_iterations=create.max_iterations,
             metrics=create.metrics,
+            criteria=list(create.criteria),
             start=True,
             lease_duration=(
                 create.lease_duration.ToTimedelta() if create.HasField("lease_duration") else None
@@ -591,6 +601,37 @@ class TaskReporter:
         current = self.task.metrics
         merged = {**(values or {}), **more}
         await self.metrics({key: current.get(key, 0.0) + value for key, value in merged.items()})
+
+    async def set_criterion(self, name: str, met: bool = True, *, detail: str = "") -> None:
+        """Say whether a success criterion holds, such as
+        `await task.set_criterion("tests pass", False, detail="41/42")`.
+
+        The criterion of that name is replaced whole (an empty `detail` clears the
+        old one); a name the task does not have yet is added after the others.
+        Sent at once, like metrics: criteria change rarely and each one matters.
+
+        Raises:
+            TaskCancelled: A viewer asked to cancel the task.
+        """
+        await self.set_criteria({name: met}, details={name: detail})
+
+    async def set_criteria(
+        self, values: Mapping[str, bool], *, details: Mapping[str, str] | None = None
+    ) -> None:
+        """Set several success criteria in one report: `{name: met}`, with optional details.
+
+        Each criterion named is replaced as by `set_criterion`; the others are
+        left as they are. A detail past 1024 characters is shortened.
+        """
+        details = details or {}
+        criteria = [
+            task_pb2.Criterion(
+                name=name, met=met, detail=_shorten(details.get(name, ""), _MAX_CRITERION_DETAIL)
+            )
+            for name, met in values.items()
+        ]
+        await self._mutate(self._client.update_task(self.id, criteria=criteria))
+        self.raise_if_cancelled()
 
     async def artifact(
         self, name: str, uri: str, *, media_type: str = "", size_bytes: int = 0

@@ -462,6 +462,50 @@ class Artifact(_message.Message):
 Global___Artifact: _TypeAlias = Artifact  # noqa: Y015
 
 @_typing.final
+class Criterion(_message.Message):
+    """A success criterion of a task: a named condition the agent checks, such as
+    "all tests pass", and whether it holds as of the agent's last report.
+
+    An agent declares its criteria when it creates the task
+    (CreateTaskRequest.criteria) and sets them as its work goes on
+    (UpdateTaskRequest.criteria); viewers show how many are met, such as
+    "criteria 3/5". Criteria say what the agent reported; they do not change the
+    task's state or progress. Limits: a name of 1 to 256 characters, unique within
+    its task (compared exactly: case and spaces count); a detail of up to 1024
+    characters; at most 64 criteria per task. Neither may contain NUL characters.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MET_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The criterion's name, such as "tests pass". 1 to 256 characters, unique
+    within its task. It identifies the criterion in later updates.
+    """
+    met: _builtins.bool
+    """Whether the criterion holds, as the agent last reported. False until it says so."""
+    detail: _builtins.str
+    """Why it is or is not met, such as "41 of 42 tests pass". Optional; up to
+    1024 characters.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        met: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "met", b"met", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Criterion: _TypeAlias = Criterion  # noqa: Y015
+
+@_typing.final
 class Step(_message.Message):
     """One step of a task. Steps are ordered; their order is the order in which
     they were declared, at creation or by AddSteps.
@@ -639,6 +683,7 @@ class Task(_message.Message):
     STALLED_FIELD_NUMBER: _builtins.int
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
+    CRITERIA_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's identifier, unique within its tenant: 1 to 128 characters of
     letters, digits, '-', '_' and '.', starting with a letter or a digit.
@@ -762,6 +807,13 @@ class Task(_message.Message):
         last change. Output only.
         """
 
+    @_builtins.property
+    def criteria(self) -> _containers.RepeatedCompositeFieldContainer[Global___Criterion]:
+        """The task's success criteria, in the order their names were first declared
+        (at creation, then by UpdateTask). At most 64; a criterion, once declared,
+        is never removed, only updated. See Criterion.
+        """
+
     def __init__(
         self,
         *,
@@ -793,10 +845,11 @@ class Task(_message.Message):
         stalled: _builtins.bool = ...,
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
         creator: _builtins.str = ...,
+        criteria: _abc.Iterable[Global___Criterion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "create_time", b"create_time", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "creator", b"creator", "criteria", b"criteria", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

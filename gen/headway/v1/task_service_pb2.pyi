@@ -213,6 +213,7 @@ class CreateTaskRequest(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
+    CRITERIA_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id; see Task.id. When empty the server makes one (a UUID)."""
     display_name: _builtins.str
@@ -249,6 +250,15 @@ class CreateTaskRequest(_message.Message):
         years (INVALID_ARGUMENT), before any clamping.
         """
 
+    @_builtins.property
+    def criteria(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Criterion]:
+        """The task's success criteria, in order; see Task.criteria and Criterion.
+        At most 64; names 1 to 256 characters and distinct; each detail up to 1024
+        characters. A criterion declared here is usually not met yet (`met` false),
+        but may be. Any violation is INVALID_ARGUMENT (`FIELD_VIOLATION`) naming the
+        field, such as `criteria[2].name`.
+        """
+
     def __init__(
         self,
         *,
@@ -264,10 +274,11 @@ class CreateTaskRequest(_message.Message):
         start: _builtins.bool = ...,
         request_id: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
+        criteria: _abc.Iterable[_task_pb2.Criterion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["criteria", b"criteria", "display_name", b"display_name", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -507,7 +518,7 @@ Global___UpdateStepResponse: _TypeAlias = UpdateStepResponse  # noqa: Y015
 @_typing.final
 class UpdateTaskRequest(_message.Message):
     """The request of UpdateTask. Fields left unset are left as they are; at least
-    one must be set.
+    one must be set (a non-empty `metrics` or `criteria` counts as set).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -540,6 +551,7 @@ class UpdateTaskRequest(_message.Message):
     METRICS_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CRITERIA_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task. Required."""
     message: _builtins.str
@@ -563,6 +575,22 @@ class UpdateTaskRequest(_message.Message):
     def metrics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Metrics to set (merged into the task's; others are kept). Values must be finite."""
 
+    @_builtins.property
+    def criteria(self) -> _containers.RepeatedCompositeFieldContainer[_task_pb2.Criterion]:
+        """Criteria to set, merged into the task's by name: each one given here
+        replaces the task's criterion of the same name, both `met` and `detail`
+        (an empty `detail` clears it), and keeps that criterion's place; a name the
+        task does not have yet is appended, in the order given here. Criteria not
+        named here are left as they are; none is ever removed.
+
+        Names must be distinct within the request, 1 to 256 characters; each
+        detail up to 1024 characters; at most 64 entries. Any violation is
+        INVALID_ARGUMENT (`FIELD_VIOLATION`) naming the field, such as
+        `criteria[1].name`. When the new names would take the task past 64
+        criteria, the update is RESOURCE_EXHAUSTED (`TOO_MANY_CRITERIA`, metadata
+        `limit`). Either way nothing of the request is applied.
+        """
+
     def __init__(
         self,
         *,
@@ -574,10 +602,11 @@ class UpdateTaskRequest(_message.Message):
         metrics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         expected_revision: _builtins.int = ...,
         request_id: _builtins.str = ...,
+        criteria: _abc.Iterable[_task_pb2.Criterion] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_iteration", b"_iteration", "_max_iterations", b"_max_iterations", "_message", b"_message", "iteration", b"iteration", "max_iterations", b"max_iterations", "message", b"message", "progress", b"progress"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_iteration", b"_iteration", "_max_iterations", b"_max_iterations", "_message", b"_message", "expected_revision", b"expected_revision", "iteration", b"iteration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "progress", b"progress", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_iteration", b"_iteration", "_max_iterations", b"_max_iterations", "_message", b"_message", "criteria", b"criteria", "expected_revision", b"expected_revision", "iteration", b"iteration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "progress", b"progress", "request_id", b"request_id", "task_id", b"task_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__iteration: _TypeAlias = _typing.Literal["iteration"]  # noqa: Y015
     _WhichOneofArgType__iteration: _TypeAlias = _typing.Literal["_iteration", b"_iteration"]  # noqa: Y015

@@ -262,10 +262,11 @@ class TaskServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateTask(self, request, context):
-        """Changes task-level fields: progress, message, iteration, metrics.
+        """Changes task-level fields: progress, message, iteration, metrics, criteria.
         Reporting progress on a PENDING task starts it.
         Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED; FAILED_PRECONDITION
-        (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`).
+        (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`,
+        `TOO_MANY_CRITERIA`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -104,10 +104,11 @@ class TaskServiceStub:
     `PROGRESS_REGRESSED`, `TASK_AT_REST`).
     """
     UpdateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskRequest, _task_service_pb2.UpdateTaskResponse]
-    """Changes task-level fields: progress, message, iteration, metrics.
+    """Changes task-level fields: progress, message, iteration, metrics, criteria.
     Reporting progress on a PENDING task starts it.
     Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED; FAILED_PRECONDITION
-    (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`).
+    (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`,
+    `TOO_MANY_CRITERIA`).
     """
     AppendLogs: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.AppendLogsRequest, _task_service_pb2.AppendLogsResponse]
     """Appends log lines to a task, in one revision.
@@ -276,10 +277,11 @@ class TaskServiceAsyncStub(TaskServiceStub):
     `PROGRESS_REGRESSED`, `TASK_AT_REST`).
     """
     UpdateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.UpdateTaskRequest, _task_service_pb2.UpdateTaskResponse]  # type: ignore[assignment]
-    """Changes task-level fields: progress, message, iteration, metrics.
+    """Changes task-level fields: progress, message, iteration, metrics, criteria.
     Reporting progress on a PENDING task starts it.
     Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED; FAILED_PRECONDITION
-    (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`).
+    (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`,
+    `TOO_MANY_CRITERIA`).
     """
     AppendLogs: _aio.UnaryUnaryMultiCallable[_task_service_pb2.AppendLogsRequest, _task_service_pb2.AppendLogsResponse]  # type: ignore[assignment]
     """Appends log lines to a task, in one revision.
@@ -475,10 +477,11 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _task_service_pb2.UpdateTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_task_service_pb2.UpdateTaskResponse, _abc.Awaitable[_task_service_pb2.UpdateTaskResponse]]:
-        """Changes task-level fields: progress, message, iteration, metrics.
+        """Changes task-level fields: progress, message, iteration, metrics, criteria.
         Reporting progress on a PENDING task starts it.
         Errors: INVALID_ARGUMENT; NOT_FOUND; ABORTED; FAILED_PRECONDITION
-        (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`).
+        (`TASK_AT_REST`); RESOURCE_EXHAUSTED (`TOO_MANY_METRICS`,
+        `TOO_MANY_CRITERIA`).
         """
 
     @_abc_1.abstractmethod

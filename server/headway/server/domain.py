@@ -22,6 +22,7 @@ from headway.server.errors import (
     invalid_argument,
     task_at_rest,
 )
+from headway.server.validation import MAX_CRITERIA
 from headway.v1 import task_pb2, task_service_pb2
 
 TaskState = task_pb2.TaskState
@@ -130,6 +131,7 @@ def new_task(
         lease_duration=lease,
         last_report_time=now,
     )
+    task.criteria.extend(request.criteria)
     _append_steps(task, request.steps)
     if request.start:
         _start(task, now)
@@ -350,12 +352,38 @@ def update_task(
                 {"task_id": task.id, "limit": str(limits.max_metrics)},
             )
         task.metrics.update(request.metrics)
+    if request.criteria:
+        set_criteria(task, request.criteria)
     if request.HasField("progress"):
         task.progress.CopyFrom(request.progress)
         if task.state == task_pb2.TASK_STATE_PENDING:
             _start(task, now)
     task.update_time.CopyFrom(now)
     roll_up(task)
+
+
+def set_criteria(task: task_pb2.Task, criteria: Sequence[task_pb2.Criterion]) -> None:
+    """Merge criteria into the task by name: known names are replaced in place, new ones appended.
+
+    Replacing in place keeps the checklist in the order the agent first declared
+    it, so a viewer's list does not reshuffle as criteria become met. The count
+    is checked before anything changes, so a refused update leaves the task as it was.
+    """
+    index = {criterion.name: i for i, criterion in enumerate(task.criteria)}
+    new_names = {criterion.name for criterion in criteria} - index.keys()
+    if len(task.criteria) + len(new_names) > MAX_CRITERIA:
+        raise HeadwayError(
+            Kind.RESOURCE_EXHAUSTED,
+            "TOO_MANY_CRITERIA",
+            f"a task has at most {MAX_CRITERIA} criteria",
+            {"task_id": task.id, "limit": str(MAX_CRITERIA)},
+        )
+    for criterion in criteria:
+        if criterion.name in index:
+            task.criteria[index[criterion.name]].CopyFrom(criterion)
+        else:
+            index[criterion.name] = len(task.criteria)
+            task.criteria.append(criterion)
 
 
 def add_artifacts(

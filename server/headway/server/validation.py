@@ -43,6 +43,10 @@ MAX_REASON = 1024
 MAX_REQUESTED_BY = 256
 MAX_SEARCH_TEXT = 256
 MAX_WEIGHT = 1e6
+# Success criteria: a checklist a person reads at a glance, not a data store.
+MAX_CRITERIA = 64
+MAX_CRITERION_NAME = 256
+MAX_CRITERION_DETAIL = 1024
 
 # The times the server accepts: every Timestamp in a request must lie in
 # [1678-01-01T00:00:00Z, 2262-01-01T00:00:00Z). Times are stored as int64
@@ -112,6 +116,22 @@ class Violations:
             self.pattern(f"{field}[{key!r}]", key, LABEL_KEY, _LABEL_KEY_RULE)
             if not math.isfinite(value):
                 self.add(f"{field}[{key!r}]", "must be a finite number")
+
+    def criteria(self, field: str, criteria: Sequence[task_pb2.Criterion]) -> None:
+        """At most MAX_CRITERIA, each named (distinctly, since a name identifies it) and short."""
+        if len(criteria) > MAX_CRITERIA:
+            self.add(field, f"must have at most {MAX_CRITERIA} entries (has {len(criteria)})")
+        seen: set[str] = set()
+        for i, criterion in enumerate(criteria):
+            path = f"{field}[{i}]"
+            self.text(f"{path}.name", criterion.name, max_length=MAX_CRITERION_NAME, required=True)
+            if criterion.name and criterion.name in seen:
+                self.add(
+                    f"{path}.name",
+                    f"duplicates an earlier criterion's name {criterion.name[:80]!r}",
+                )
+            seen.add(criterion.name)
+            self.text(f"{path}.detail", criterion.detail, max_length=MAX_CRITERION_DETAIL)
 
     def progress(self, field: str, progress: task_pb2.Progress) -> None:
         which = progress.WhichOneof("value")
@@ -292,6 +312,7 @@ def check_create(request: task_service_pb2.CreateTaskRequest, limits: Limits) ->
     if request.max_iterations < 0:
         v.add("max_iterations", "must not be negative")
     v.metrics("metrics", request.metrics, limits)
+    v.criteria("criteria", request.criteria)
     v.request_id(request.request_id)
     v.raise_if_any()
 
@@ -366,15 +387,19 @@ def check_update_task(request: task_service_pb2.UpdateTaskRequest, limits: Limit
     ):
         v.add("iteration", f"must not exceed max_iterations ({request.max_iterations})")
     v.metrics("metrics", request.metrics, limits)
+    v.criteria("criteria", request.criteria)
     changes = (
         request.HasField("progress"),
         request.HasField("message"),
         request.HasField("iteration"),
         request.HasField("max_iterations"),
         bool(request.metrics),
+        bool(request.criteria),
     )
     if not any(changes):
-        v.add("progress", "nothing to change: set progress, message, iteration or metrics")
+        v.add(
+            "progress", "nothing to change: set progress, message, iteration, metrics or criteria"
+        )
     v.raise_if_any()
 
 

@@ -1,5 +1,6 @@
 // The task card, as shown on the dashboard and at the top of a task page.
 
+import { criteriaCount, criteriaList } from "./criteria.js";
 import { h, safeHref } from "./dom.js";
 import {
   atRest,
@@ -266,11 +267,13 @@ export function taskCard(task, options) {
       "div",
       { class: "facts" },
       iteration ? h("span", { class: "iteration" }, `Iteration ${iteration}`) : null,
+      criteriaCount(task),
       timing(task),
     ),
     task.steps && task.steps.length
       ? h("ol", { class: "steps", "aria-label": "Steps" }, task.steps.map(stepItem))
       : null,
+    full ? criteriaList(task.criteria) : null,
     metricsList(task.metrics),
     task.error ? errorBlock(task.error) : null,
     artifactsList(task.artifacts),
