@@ -74,3 +74,26 @@ async def test_the_demo_fits_a_small_terminal_with_one_line_per_task() -> None:
     ]
     assert len(rows) == 5, screen
     assert "╭" not in screen  # no panels: they would not fit
+
+
+async def test_ctrl_c_ends_the_demo_with_one_line_and_every_task_at_rest(
+    harness: ServerHarness,
+) -> None:
+    terminal = Terminal(columns=120, rows=40)
+    try:
+        await terminal.start("demo", "--server", harness.target)
+        await terminal.wait_for(lambda text: text.count("RUNNING") >= 3, timeout=15)
+        code = await terminal.interrupt()
+    finally:
+        await terminal.close()
+    screen = terminal.text
+    assert code == 130, screen
+    assert "Traceback" not in screen
+    assert "Error" not in screen, screen
+    # One line says what happened, and it is the last one.
+    assert re.fullmatch(r"Interrupted: cancelled [4-9] demo tasks", screen.splitlines()[-1]), screen
+    tasks = await harness.client().list_all_tasks()
+    demo = [task for task in tasks if task.id.startswith("demo-")]
+    assert len(demo) >= 4
+    states = {task.id: TaskState(task.state).name for task in demo}
+    assert set(states.values()) <= {"SUCCEEDED", "FAILED", "CANCELLED"}, states

@@ -10,6 +10,9 @@ learns at its next report. Each agent declares how long its steps should take
 move as the observed rate takes over; run the demo twice against one server and
 the first run's history joins in. With no server reachable, the demo runs an
 embedded one on a temporary database.
+
+Ctrl-C stops the agents before the connection closes, so every demo task is left
+at rest (cancelled), and ends the demo with one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import math
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,7 +34,9 @@ from headway.cli.commands import console
 from headway.cli.errors import CliError
 from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
 from headway.client import (
+    FailedPreconditionError,
     HeadwayClient,
+    HeadwayError,
     TaskCancelled,
     Tracker,
     UnavailableError,
@@ -41,6 +46,8 @@ from headway.client.models import LogLevel, Task
 from headway.v1 import task_service_pb2
 
 CANCEL_AFTER = 12.0  # seconds (at speed 1) before the demo's viewer cancels the crawl
+STOP_TIMEOUT = 5.0  # seconds for each stage of stopping the demo after Ctrl-C
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -266,18 +273,27 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
                 return LiveDisplay(board, target, log_lines=2, console=out)
             return PlainDisplay()
 
-        agents = asyncio.gather(*(run_agent(agent, run) for agent in AGENTS))
+        agents = [asyncio.create_task(run_agent(agent, run)) for agent in AGENTS]
         viewer = asyncio.create_task(cancel_later(client, run))
-        await watch(
-            client,
-            task_filter(labels=run.labels),
-            display_for,
-            include_logs=True,
-            until_done=True,
-            expected_tasks=len(AGENTS),
-        )
-        await agents
-        viewer.cancel()
+        try:
+            await watch(
+                client,
+                task_filter(labels=run.labels),
+                display_for,
+                include_logs=True,
+                until_done=True,
+                expected_tasks=len(AGENTS),
+            )
+            await asyncio.gather(*agents)
+        except asyncio.CancelledError:
+            if not _interrupted():
+                raise
+            # Ctrl-C: stop the agents while the channel is still open, so that no
+            # demo task is left RUNNING on the server with nobody behind it.
+            print(await stop_demo(client, run, agents, viewer), file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            viewer.cancel()
         tasks = [
             Task.from_proto(task)
             for task in await client.list_all_tasks(task_filter(labels=run.labels))
@@ -290,6 +306,60 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
         print(f"Look closer: headway tasks --label demo={run.id}")
         print(f"             headway logs {run.task_id('crawl')}")
     return 0
+
+
+def _interrupted() -> bool:
+    """True when this command was cancelled by Ctrl-C (asyncio.run cancels its main task),
+    which it then takes back to wind down; False for a cancellation from elsewhere."""
+    current = asyncio.current_task()
+    if current is None or current.cancelling() != 1:
+        return False
+    current.uncancel()
+    return True
+
+
+async def stop_demo(
+    client: HeadwayClient,
+    run: Run,
+    agents: Sequence[asyncio.Task[None]],
+    viewer: asyncio.Task[None],
+) -> str:
+    """Stop the demo's agents and see every demo task at rest; returns the line to print.
+
+    Each agent, cancelled, confirms its task's cancellation on its way out (the
+    Tracker does that for an interrupted block). A task whose agent could not say
+    so in time is cancelled with `force`; then the server is asked what is left.
+    Each stage is bounded, so a second Ctrl-C is never needed.
+    """
+    running = sum(1 for agent in agents if not agent.done())
+    for agent in (*agents, viewer):
+        agent.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await asyncio.gather(*agents, viewer, return_exceptions=True)
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            for task in await _unfinished(client, run):
+                with contextlib.suppress(FailedPreconditionError):  # it came to rest meanwhile
+                    await client.cancel_task(
+                        task.id,
+                        reason="the demo was interrupted",
+                        requested_by="headway demo",
+                        force=True,
+                    )
+            left = await _unfinished(client, run)
+    except (HeadwayError, TimeoutError):
+        return f"Interrupted: demo tasks may still be running: headway tasks --label demo={run.id}"
+    if left:
+        names = ", ".join(task.id for task in left)
+        return f"Interrupted: could not stop {names}"
+    noun = "task" if running == 1 else "tasks"
+    return f"Interrupted: cancelled {running} demo {noun}"
+
+
+async def _unfinished(client: HeadwayClient, run: Run) -> list[Task]:
+    tasks = await client.list_all_tasks(task_filter(labels=run.labels))
+    return [task for task in map(Task.from_proto, tasks) if not task.at_rest]
 
 
 async def _reachable(client: HeadwayClient) -> bool:
