@@ -24,7 +24,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from headway.cli import render
+from headway.cli import layout, render
 from headway.cli.errors import CliError
 from headway.client import (
     HeadwayClient,
@@ -193,17 +193,9 @@ class LiveDisplay:
             header = Group(header, *(Text(note, style="bold") for note in self._notes))
         if view.synced and not tasks:
             return Group(header, Text(f"{self._nothing}. Waiting for some…", style="dim"))
-        panels = Group(
-            header,
-            *(
-                render.task_panel(task, view.logs.get(task.id, ()), log_lines=self._log_lines)
-                for task in tasks
-            ),
+        return layout.board(
+            header, tasks, view.logs, log_lines=self._log_lines, console=self._console
         )
-        # Panels when they fit the terminal; one line per task when they do not.
-        if len(self._console.render_lines(panels, pad=False)) < self._console.height:
-            return panels
-        return Group(header, render.task_table(tasks))
 
 
 async def backfill_logs(board: Board, display: Display) -> None:
