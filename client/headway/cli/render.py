@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -370,11 +371,15 @@ def _bar(task: Task, width: int) -> ProgressBar:
 
 
 def _progress_row(task: Task, now: datetime) -> Table:
-    """The bar, the percentage, then timing and iteration; metrics on a line of their own."""
+    """The bar, the percentage, then timing and iteration; metrics on a line of their own.
+
+    In a narrow panel the bar and percentage keep their width and the timing flows
+    onto more lines, item by item, so the ETA is never cut off.
+    """
     row = Table.grid(padding=(0, 2))
     row.add_column(width=BAR_WIDTH)
     row.add_column(justify="right", width=4)
-    row.add_column(no_wrap=True, overflow="ellipsis")
+    row.add_column()  # the one that gives way
     bar = _bar(task, BAR_WIDTH)
     timing = []
     elapsed = task.elapsed(now)
@@ -387,11 +392,17 @@ def _progress_row(task: Task, now: datetime) -> Table:
         timing.append(f"iteration {task.iteration}/{task.max_iterations}")
     elif task.iteration:
         timing.append(f"iteration {task.iteration}")
-    row.add_row(bar, Text(percent(task), style="bold"), Text("  ".join(timing), style="dim"))
+    row.add_row(bar, Text(percent(task), style="bold"), _flow(timing))
     if task.metrics:
-        metrics = "  ".join(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
-        row.add_row("", "", Text(metrics, style="dim"))
+        row.add_row(
+            "", "", _flow(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
+        )
     return row
+
+
+def _flow(items: Iterable[str]) -> Columns:
+    """Short items side by side, two spaces apart, wrapping between items (never inside)."""
+    return Columns([Text(item, style="dim") for item in items], padding=(0, 2))
 
 
 def _spinning(task: Task) -> bool:
