@@ -308,7 +308,8 @@ def steps_line(steps: Sequence[Step]) -> Text | None:
         mark, style = STEP_MARKS.get(step.state, STEP_MARKS[None])
         line.append(f"{mark} ", style=style)
         line.append(step.display_name, style="bold")
-        detail = step_detail(step)
+        # A failed step's error is the task's too, on a line of its own below.
+        detail = step_detail(step) if step.state is StepState.RUNNING else ""
         if detail:
             line.append(f"  {detail}", style="dim")
         line.append(" · ", style="dim")
