@@ -9,6 +9,7 @@ would see, after every cursor movement and redraw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import pty
@@ -158,6 +159,23 @@ class Terminal:
             self._closed = True
             asyncio.get_running_loop().remove_reader(self._master)
             os.close(self._master)
+
+    def resize(self, columns: int, rows: int) -> None:
+        """Change the window's size, as a person dragging its corner does.
+
+        What the command drew so far lands on the screen at the old size; then the
+        terminal changes size and the command is told (SIGWINCH), in that order.
+        """
+        assert self._process is not None
+        assert not self._closed, "the command ended"
+        os.set_blocking(self._master, False)
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self._master, 65536):
+                self._stream.feed(data)
+        os.set_blocking(self._master, True)
+        fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.screen.resize(rows, columns)
+        self._process.send_signal(signal.SIGWINCH)
 
     @property
     def text(self) -> str:

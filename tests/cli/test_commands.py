@@ -6,11 +6,15 @@ import asyncio
 import json
 import re
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from headway.client import HeadwayClient, LogLevel, TaskState, Tracker
+from headway.client.client import duration
+from headway.client.tracker import progress_message
+from headway.v1 import task_service_pb2
 from tests.cli.conftest import HEADWAY, Stream, Terminal, environment, headway
 from tests.harness import ServerHarness
 
@@ -144,6 +148,35 @@ async def test_task_piped_uses_80_columns(harness: ServerHarness) -> None:
     )
     assert result.code == 0, result.stderr
     assert max(len(line) for line in result.lines) == 80
+
+
+async def test_task_at_80_columns_wraps_the_timing_instead_of_cutting_the_eta(
+    harness: ServerHarness,
+) -> None:
+    client = harness.client()
+    await client.create_task(
+        "report-42",
+        display_name="Quarterly report",
+        kind="report",
+        steps=[
+            task_service_pb2.StepSpec(
+                key="fetch", expected_duration=duration(timedelta(seconds=90))
+            )
+        ],
+        start=True,
+        max_iterations=8,
+    )
+    await client.update_task("report-42", iteration=3, metrics={"tokens": 1200, "cost": 0.03})
+    await client.update_step("report-42", "fetch", progress=progress_message(40, 120, unit="files"))
+    result = await headway("task", "report-42", "--server", harness.target, env=environment())
+    assert result.code == 0, result.stderr
+    panel = result.stdout.split("╰")[0]
+    assert max(len(line) for line in result.lines) == 80
+    assert "…" not in panel, panel
+    assert "33%" in panel
+    assert re.search(r"ETA \d:\d\d:\d\d \(agent\)", panel), panel
+    assert "iteration 3/8" in panel
+    assert re.search(r"cost 0.03 +tokens 1200", panel), panel
 
 
 async def test_task_shows_one_task_in_detail(harness: ServerHarness) -> None:

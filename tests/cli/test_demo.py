@@ -23,6 +23,7 @@ async def test_the_demo_runs_on_an_embedded_server_when_none_is_reachable() -> N
         "review": "SUCCEEDED",
         "import": "FAILED",
         "crawl": "CANCELLED",
+        "backup": "SUCCEEDED",
     }
     # Everything moved: sub-progress, discovered steps, logs, the failure, the cancel.
     assert re.search(r"fetch: RUNNING \d+/120 files", result.stdout)
@@ -31,6 +32,7 @@ async def test_the_demo_runs_on_an_embedded_server_when_none_is_reachable() -> N
     assert "error ValueError: row 62: expected 5 columns, found 4" in result.stdout
     assert "cancel requested by headway demo" in result.stdout
     assert "stopping: cancelled by headway demo" in result.stdout
+    assert re.search(r"updated demo-\w+-backup RUNNING .*\| STALLED", result.stdout)
     # Declared durations give ETAs from the start; the observed rate joins in.
     assert re.search(r"\| ETA \d:\d\d:\d\d \(agent\)", result.stdout)
     assert re.search(r"\| ETA (\d:\d\d:\d\d|overdue) \(combined\)", result.stdout)
@@ -43,7 +45,7 @@ async def test_the_demo_reports_to_a_running_server(harness: ServerHarness) -> N
     assert label is not None, result.stdout
     tasks = await harness.client().list_all_tasks(task_filter(labels={"demo": label.group(1)}))
     states = sorted(TaskState(task.state).name for task in tasks)
-    assert states == ["CANCELLED", "FAILED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
+    assert states == ["CANCELLED", "FAILED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
     crawl = next(task for task in tasks if task.id.endswith("-crawl"))
     assert crawl.cancel_request.requested_by == "headway demo"
 
@@ -72,5 +74,61 @@ async def test_the_demo_fits_a_small_terminal_with_one_line_per_task() -> None:
     rows = [
         line for line in screen.splitlines() if re.match(r"(SUCCEEDED|FAILED|CANCELLED) ", line)
     ]
-    assert len(rows) == 5, screen
+    assert len(rows) == 6, screen
     assert "╭" not in screen  # no panels: they would not fit
+
+
+async def test_ctrl_c_ends_the_demo_with_one_line_and_every_task_at_rest(
+    harness: ServerHarness,
+) -> None:
+    terminal = Terminal(columns=120, rows=40)
+    try:
+        await terminal.start("demo", "--server", harness.target)
+        await terminal.wait_for(lambda text: text.count("RUNNING") >= 3, timeout=15)
+        code = await terminal.interrupt()
+    finally:
+        await terminal.close()
+    screen = terminal.text
+    assert code == 130, screen
+    assert "Traceback" not in screen
+    assert "Error" not in screen, screen
+    # One line says what happened, and it is the last one.
+    assert re.fullmatch(r"Interrupted: cancelled [4-9] demo tasks", screen.splitlines()[-1]), screen
+    tasks = await harness.client().list_all_tasks()
+    demo = [task for task in tasks if task.id.startswith("demo-")]
+    assert len(demo) >= 4
+    states = {task.id: TaskState(task.state).name for task in demo}
+    assert set(states.values()) <= {"SUCCEEDED", "FAILED", "CANCELLED"}, states
+
+
+async def test_the_demo_fits_120_by_40_with_compact_panels_and_a_stalled_task() -> None:
+    terminal = Terminal(columns=120, rows=40)
+
+    def stalled_board(text: str) -> bool:
+        return (
+            text.count("╭─") == 6  # six panels, not one line per task
+            and "⚠ STALLED, no report for" in text
+            and re.search(r"▶ (Upload|Train|Analyze|Read: \w+)", text) is not None  # a step
+            and re.search(r"\d\d:\d\d:\d\d epoch \d: loss", text) is not None  # a log line
+            and re.search(r"iteration \d/8", text) is not None
+            and "tokens" in text  # metrics
+        )
+
+    try:
+        await terminal.start("demo", "--speed", "10", "--embedded")
+        stalled = await terminal.wait_for(stalled_board, timeout=15)
+        recovered = await terminal.wait_for(
+            lambda text: "storage mount back; resuming" in text and "STALLED" not in text
+        )
+        final = await terminal.wait_for(
+            lambda text: re.search(r"The demo is over:(\n  .*){6}", text) is not None, timeout=15
+        )
+    finally:
+        await terminal.close()
+    assert "Back up /srv/data" in stalled
+    assert re.search(r"RUNNING · STALLED ─╯", stalled), stalled
+    panels = [line for line in stalled.splitlines() if line.startswith("╭─")]
+    assert all(line.count("╭─") == 2 for line in panels), "not two columns of panels"
+    assert all(len(line) <= 120 for line in stalled.splitlines())
+    assert re.search(r"RUNNING|SUCCEEDED", recovered)
+    assert re.search(r"demo-\w+-backup +SUCCEEDED", final), final

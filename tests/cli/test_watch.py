@@ -153,3 +153,59 @@ async def test_watch_of_tasks_that_exist_but_do_not_match_is_not_an_error(
     result = await watch.interrupt()
     assert result.code == 130
     assert "not found" not in result.stderr
+
+
+def stale_fragments(screen: str, columns: int) -> list[str]:
+    """Lines that are not part of one whole frame drawn at `columns`: pieces of panels
+    drawn at another width, or anything below the last panel."""
+    lines = screen.splitlines()
+    last = max((n for n, line in enumerate(lines) if line.startswith("╰")), default=-1)
+    wrong = [line for line in lines[last + 1 :] if line.strip()]
+    for line in lines[1 : last + 1]:
+        ends = {"╭": "╮", "╰": "╯", "│": "│"}
+        if len(line) != columns or ends.get(line[0]) != line[-1]:
+            wrong.append(line)
+    return wrong
+
+
+async def test_watch_redraws_whole_frames_after_the_window_is_resized(
+    harness: ServerHarness, terminal: Terminal
+) -> None:
+    client = harness.client()
+    for n in range(3):
+        await client.create_task(f"job-{n}", kind="etl", steps=["extract", "load"], start=True)
+        await client.update_step(f"job-{n}", "extract", message=f"reading part {n} of many")
+    await terminal.start("watch", "--server", harness.target)
+    await terminal.wait_for(lambda text: "job-2" in text)
+    for columns, rows in ((60, 20), (120, 45), (50, 30), (110, 25), (70, 35), (90, 30), (80, 28)):
+        terminal.resize(columns, rows)
+        await asyncio.sleep(0.2)  # a person drags the corner; frames come in between
+
+    def settled(text: str) -> bool:
+        return text.startswith("Headway · ") and not stale_fragments(text, 80)
+
+    # The clocks redraw the board every second, so a stale screen would stay stale.
+    screen = await terminal.wait_for(settled)
+    await asyncio.sleep(1.5)
+    screen = terminal.text
+    assert screen.startswith("Headway · "), screen
+    assert stale_fragments(screen, 80) == [], screen
+    assert screen.count("Headway") == 1, screen
+    for n in range(3):
+        assert screen.count(f"job-{n}") == 1, screen
+        assert f"reading part {n} of many" in screen
+    assert await terminal.interrupt() == 130
+    assert "Traceback" not in terminal.text
+
+
+async def test_watch_on_a_terminal_says_under_its_header_that_a_task_is_missing(
+    harness: ServerHarness, terminal: Terminal
+) -> None:
+    await terminal.start("watch", "later", "--server", harness.target)
+    screen = await terminal.wait_for(lambda text: "not found" in text)
+    lines = screen.splitlines()
+    assert lines[0].startswith("Headway · ")
+    assert lines[1] == "task 'later' not found; still watching, in case of a later creation"
+    await harness.client().create_task("later", kind="etl")
+    await terminal.wait_for(lambda text: "╭─ later (etl)" in text)
+    assert await terminal.interrupt() == 130

@@ -1,15 +1,21 @@
 """`headway demo`: simulated agents at work, so a newcomer sees everything move in a minute.
 
-Five agents report through the real agent API (`Tracker`) while the watch view
-follows them: a report with sub-progress in units, a fraction and a spinner; a
-training loop with iterations and metrics; a literature review that discovers
-its steps as it goes; an import that fails on a bad row (the exception and its
-traceback are recorded); and a crawl that a viewer cancels, which the agent
-learns at its next report. Each agent declares how long its steps should take
-(`expected_duration`, scaled by --speed), so ETAs show from the first moment and
-move as the observed rate takes over; run the demo twice against one server and
-the first run's history joins in. With no server reachable, the demo runs an
-embedded one on a temporary database.
+Six agents report through the real API while the watch view follows them: a
+report with sub-progress in units, a fraction and a spinner; a training loop
+with iterations and metrics; a literature review that discovers its steps as it
+goes; an import that fails on a bad row (the exception and its traceback are
+recorded); a crawl that a viewer cancels, which the agent learns at its next
+report; and a backup whose agent goes silent past its lease on a hung mount, so
+that its task shows STALLED, then recovers and finishes. The first five use the
+agent API (`Tracker`), whose heartbeats keep a task alive while its agent waits;
+the backup reports through the plain client, without heartbeats. Each agent
+declares how long its steps should take (`expected_duration`, scaled by --speed),
+so ETAs show from the first moment and move as the observed rate takes over; run
+the demo twice against one server and the first run's history joins in. With no
+server reachable, the demo runs an embedded one on a temporary database.
+
+Ctrl-C stops the agents before the connection closes, so every demo task is left
+at rest (cancelled), and ends the demo with one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import math
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from headway.cli import render
@@ -31,16 +37,28 @@ from headway.cli.commands import console
 from headway.cli.errors import CliError
 from headway.cli.watch import Board, Display, LiveDisplay, PlainDisplay, watch
 from headway.client import (
+    FailedPreconditionError,
     HeadwayClient,
+    HeadwayError,
     TaskCancelled,
     Tracker,
     UnavailableError,
     task_filter,
 )
 from headway.client.models import LogLevel, Task
-from headway.v1 import task_service_pb2
+from headway.client.tracker import progress_message
+from headway.v1 import log_pb2, task_pb2, task_service_pb2
+
+RUNNING = task_pb2.STEP_STATE_RUNNING
+SUCCEEDED = task_pb2.STEP_STATE_SUCCEEDED
+WARNING = LogLevel.WARNING
 
 CANCEL_AFTER = 12.0  # seconds (at speed 1) before the demo's viewer cancels the crawl
+BACKUP_LEASE = 6.0  # seconds (at speed 1) the backup's agent may be silent before it is stalled
+STALL = 20.0  # seconds (at speed 1) the backup's agent stays silent
+STALL_LEASES = 4  # the silence lasts at least this many of the leases the server granted
+STOP_TIMEOUT = 5.0  # seconds for each stage of stopping the demo after Ctrl-C
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT)
 
 
 @dataclass(frozen=True)
@@ -218,12 +236,76 @@ async def endless_crawl(run: Run) -> None:
             raise
 
 
+async def stuck_backup(run: Run) -> None:
+    """Goes silent past its lease, as an agent stuck on a hung mount would: the server
+    marks the task STALLED; then the agent recovers, reports again, and finishes.
+
+    It reports through the plain client, without the Tracker's heartbeats (which
+    would keep the lease while it waits), and asks for a short lease so that the
+    silence shows within seconds. The server may lengthen a lease that is too short
+    and checks leases about once a second, so at high speeds the silence lasts a few
+    of the leases it granted, long enough to be seen.
+    """
+    client = run.tracker.client
+    task_id = run.task_id("backup")
+    created = await client.create_task(
+        task_id,
+        display_name="Back up /srv/data",
+        kind="backup",
+        labels=run.labels,
+        steps=[
+            run.spec("snapshot", "Snapshot", 3),
+            run.spec("upload", "Upload", 12, weight=3),
+            run.spec("verify", "Verify", 2),
+        ],
+        start=True,
+        lease_duration=timedelta(seconds=BACKUP_LEASE / run.pace.speed),
+    )
+    lease = Task.from_proto(created).lease_duration or timedelta(seconds=BACKUP_LEASE)
+    silence = max(STALL / run.pace.speed, STALL_LEASES * lease.total_seconds())
+    try:
+        await client.update_step(task_id, "snapshot", state=RUNNING, progress=progress_message())
+        await run.pace.sleep(3)
+        await client.update_step(task_id, "snapshot", state=SUCCEEDED)
+        await client.update_step(task_id, "upload", state=RUNNING)
+        for chunk in range(1, 41):
+            if chunk == 13:
+                await _log(client, task_id, "upload", "storage mount not responding", WARNING)
+                await asyncio.sleep(silence)  # nothing reaches the server meanwhile
+                await _log(client, task_id, "upload", "storage mount back; resuming")
+            await client.update_step(
+                task_id, "upload", progress=progress_message(chunk, 40, unit="GB")
+            )
+            await run.pace.sleep(0.3)
+        await client.update_step(task_id, "upload", state=SUCCEEDED)
+        await client.update_step(task_id, "verify", state=RUNNING, progress=progress_message())
+        await run.pace.sleep(2)
+        await client.succeed_task(task_id, message="40 GB backed up")
+    except asyncio.CancelledError:
+        # Interrupted: say the agent stopped, as the Tracker does for its tasks.
+        with contextlib.suppress(HeadwayError, TimeoutError):
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await client.confirm_cancel(task_id, reason="the agent stopped")
+        raise
+
+
+async def _log(
+    client: HeadwayClient, task_id: str, step: str, message: str, level: LogLevel = LogLevel.INFO
+) -> None:
+    entry = log_pb2.LogEntry(
+        level=log_pb2.LogLevel.ValueType(level), step_key=step, message=message
+    )
+    entry.time.FromDatetime(datetime.now(UTC))
+    await client.append_logs(task_id, [entry])
+
+
 AGENTS: tuple[Callable[[Run], Awaitable[None]], ...] = (
     quarterly_report,
     train_model,
     literature_review,
     flaky_import,
     endless_crawl,
+    stuck_backup,
 )
 
 
@@ -266,18 +348,27 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
                 return LiveDisplay(board, target, log_lines=2, console=out)
             return PlainDisplay()
 
-        agents = asyncio.gather(*(run_agent(agent, run) for agent in AGENTS))
+        agents = [asyncio.create_task(run_agent(agent, run)) for agent in AGENTS]
         viewer = asyncio.create_task(cancel_later(client, run))
-        await watch(
-            client,
-            task_filter(labels=run.labels),
-            display_for,
-            include_logs=True,
-            until_done=True,
-            expected_tasks=len(AGENTS),
-        )
-        await agents
-        viewer.cancel()
+        try:
+            await watch(
+                client,
+                task_filter(labels=run.labels),
+                display_for,
+                include_logs=True,
+                until_done=True,
+                expected_tasks=len(AGENTS),
+            )
+            await asyncio.gather(*agents)
+        except asyncio.CancelledError:
+            if not _interrupted():
+                raise
+            # Ctrl-C: stop the agents while the channel is still open, so that no
+            # demo task is left RUNNING on the server with nobody behind it.
+            print(await stop_demo(client, run, agents, viewer), file=sys.stderr)
+            return INTERRUPTED
+        finally:
+            viewer.cancel()
         tasks = [
             Task.from_proto(task)
             for task in await client.list_all_tasks(task_filter(labels=run.labels))
@@ -290,6 +381,60 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
         print(f"Look closer: headway tasks --label demo={run.id}")
         print(f"             headway logs {run.task_id('crawl')}")
     return 0
+
+
+def _interrupted() -> bool:
+    """True when this command was cancelled by Ctrl-C (asyncio.run cancels its main task),
+    which it then takes back to wind down; False for a cancellation from elsewhere."""
+    current = asyncio.current_task()
+    if current is None or current.cancelling() != 1:
+        return False
+    current.uncancel()
+    return True
+
+
+async def stop_demo(
+    client: HeadwayClient,
+    run: Run,
+    agents: Sequence[asyncio.Task[None]],
+    viewer: asyncio.Task[None],
+) -> str:
+    """Stop the demo's agents and see every demo task at rest; returns the line to print.
+
+    Each agent, cancelled, confirms its task's cancellation on its way out (the
+    Tracker does that for an interrupted block). A task whose agent could not say
+    so in time is cancelled with `force`; then the server is asked what is left.
+    Each stage is bounded, so a second Ctrl-C is never needed.
+    """
+    running = sum(1 for agent in agents if not agent.done())
+    for agent in (*agents, viewer):
+        agent.cancel()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_TIMEOUT):
+            await asyncio.gather(*agents, viewer, return_exceptions=True)
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            for task in await _unfinished(client, run):
+                with contextlib.suppress(FailedPreconditionError):  # it came to rest meanwhile
+                    await client.cancel_task(
+                        task.id,
+                        reason="the demo was interrupted",
+                        requested_by="headway demo",
+                        force=True,
+                    )
+            left = await _unfinished(client, run)
+    except (HeadwayError, TimeoutError):
+        return f"Interrupted: demo tasks may still be running: headway tasks --label demo={run.id}"
+    if left:
+        names = ", ".join(task.id for task in left)
+        return f"Interrupted: could not stop {names}"
+    noun = "task" if running == 1 else "tasks"
+    return f"Interrupted: cancelled {running} demo {noun}"
+
+
+async def _unfinished(client: HeadwayClient, run: Run) -> list[Task]:
+    tasks = await client.list_all_tasks(task_filter(labels=run.labels))
+    return [task for task in map(Task.from_proto, tasks) if not task.at_rest]
 
 
 async def _reachable(client: HeadwayClient) -> bool:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from rich.columns import Columns
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.progress_bar import ProgressBar
@@ -20,6 +21,7 @@ from headway.client import events
 from headway.client.models import LogEntry, LogLevel, Step, StepState, Task, TaskState
 
 BAR_WIDTH = 32
+COMPACT_BAR_WIDTH = 16
 
 STATE_STYLES: dict[TaskState | None, str] = {
     TaskState.PENDING: "dim",
@@ -174,7 +176,6 @@ def task_panel(
 ) -> Panel:
     """A task as a panel: bar and percentage, timing, step checklist, latest logs."""
     now = now or datetime.now(UTC)
-    style = STATE_STYLES.get(task.state, "dim")
     rows: list[RenderableType] = [_progress_row(task, now)]
     stalled = stalled_text(task, now)
     if stalled is not None:
@@ -186,13 +187,33 @@ def task_panel(
     rows.extend(_outcome(task))
     recent = list(logs)[-log_lines:] if log_lines else []
     rows.extend(Text(log_line(entry), style=f"dim {LEVEL_STYLES[entry.level]}") for entry in recent)
+    title = _panel_title(task)
+    if task.kind:
+        title.append(f" ({task.kind})", style="dim")
+    return _framed(task, rows, title, stalled is not None)
+
+
+def _panel_title(task: Task) -> Text:
     title = Text.assemble((task.id, "bold"))
     if task.display_name != task.id:
         title.append(f" · {task.display_name}")
-    if task.kind:
-        title.append(f" ({task.kind})", style="dim")
-    subtitle = Text(state_name(task.state), style=style)
-    if stalled is not None:
+    return title
+
+
+def _framed(
+    task: Task,
+    rows: list[RenderableType],
+    title: Text,
+    stalled: bool,
+    height: int | None = None,
+    clock: str = "",
+) -> Panel:
+    """The frame of a task's panel: its title, its state below (after `clock`, if any),
+    coloured by the state."""
+    style = STATE_STYLES.get(task.state, "dim")
+    subtitle = Text(f"{clock} · ", style="dim") if clock else Text()
+    subtitle.append(state_name(task.state), style=style)
+    if stalled:
         subtitle.append(" · STALLED", style=STALLED_STYLE)
     return Panel(
         Group(*rows),
@@ -200,8 +221,9 @@ def task_panel(
         title_align="left",
         subtitle=subtitle,
         subtitle_align="right",
-        border_style=STALLED_STYLE if stalled is not None else style,
+        border_style=STALLED_STYLE if stalled else style,
         expand=True,
+        height=height,
     )
 
 
@@ -244,21 +266,155 @@ def task_table(tasks: Sequence[Task], *, now: datetime | None = None) -> Table:
     return table
 
 
-def _progress_row(task: Task, now: datetime) -> Table:
-    """The bar, the percentage, then timing and iteration; criteria and metrics on a line below."""
-    row = Table.grid(padding=(0, 2))
-    row.add_column(width=BAR_WIDTH)
+# -- compact panels, for boards of many tasks -------------------------------------------
+
+
+def compact_panel(
+    task: Task,
+    logs: Iterable[LogEntry] = (),
+    *,
+    log_lines: int = 2,
+    now: datetime | None = None,
+    height: int | None = None,
+) -> Panel:
+    """A task's panel in a few lines of one row each, so that several fit side by side.
+
+    It keeps what a person glances at (state, bar, ETA, the step under way, the
+    iteration and metrics, the latest log lines, how it ended) and condenses the
+    step checklist into the steps running and a count. Every row is cut to one
+    line, so a panel's height does not depend on its width.
+
+    Args:
+        task: The task.
+        logs: Its log lines, oldest first; the last `log_lines` are shown.
+        log_lines: How many log lines at most.
+        now: The time for clocks and ETAs (default: now).
+        height: Pad the panel to this many lines (to line up with its neighbours).
+    """
+    now = now or datetime.now(UTC)
+    rows: list[RenderableType] = [_compact_progress(task, now)]
+    rows.extend(_one_line(line) for line in compact_lines(task, now))
+    recent = list(logs)[-log_lines:] if log_lines else []
+    rows.extend(
+        _one_line(Text(short_log_line(entry), style=f"dim {LEVEL_STYLES[entry.level]}"))
+        for entry in recent
+    )
+    elapsed = task.elapsed(now)
+    clock = f"elapsed {format_duration(elapsed)}" if elapsed is not None else ""
+    stalled = stalled_text(task, now) is not None
+    return _framed(task, rows, _panel_title(task), stalled, height, clock)
+
+
+def compact_lines(task: Task, now: datetime) -> list[Text]:
+    """The rows of a compact panel between its bar and its log lines, each a short line."""
+    lines: list[Text] = []
+    stalled = stalled_text(task, now)
+    if stalled is not None:
+        lines.append(Text(f"⚠ {stalled}", style=STALLED_STYLE))
+    steps = steps_line(task.steps)
+    if steps is not None:
+        lines.append(steps)
+    counters = counters_line(task)
+    if counters is not None:
+        lines.append(counters)
+    criteria = criteria_text(task)
+    if criteria is not None:
+        lines.append(Text(criteria, style="dim"))
+    if task.message:
+        lines.append(Text(task.message, style="italic"))
+    lines.extend(line for line in _outcome(task) if isinstance(line, Text))
+    return lines
+
+
+def steps_line(steps: Sequence[Step]) -> Text | None:
+    """The steps under way (or the one that failed) with their detail, and how many are done.
+
+    "▶ Analyze  table 4 of 20 · 1/3 steps done"; None for a task without steps.
+    """
+    if not steps:
+        return None
+    current = [step for step in steps if step.state is StepState.RUNNING]
+    if not current:
+        current = [step for step in steps if step.state is StepState.FAILED][-1:]
+    line = Text()
+    for step in current:
+        mark, style = STEP_MARKS.get(step.state, STEP_MARKS[None])
+        line.append(f"{mark} ", style=style)
+        line.append(step.display_name, style="bold")
+        # A failed step's error is the task's too, on a line of its own below.
+        detail = step_detail(step) if step.state is StepState.RUNNING else ""
+        if detail:
+            line.append(f"  {detail}", style="dim")
+        line.append(" · ", style="dim")
+    done = sum(1 for step in steps if step.state in (StepState.SUCCEEDED, StepState.SKIPPED))
+    line.append(f"{done}/{len(steps)} steps done", style="dim")
+    return line
+
+
+def counters_line(task: Task) -> Text | None:
+    """ "iteration 3/8 · cost_usd 0.54  loss 0.736"; None when the task counts nothing."""
+    parts = []
+    if task.max_iterations:
+        parts.append(f"iteration {task.iteration}/{task.max_iterations}")
+    elif task.iteration:
+        parts.append(f"iteration {task.iteration}")
+    if task.metrics:
+        parts.append("  ".join(f"{key} {value:g}" for key, value in sorted(task.metrics.items())))
+    return Text(" · ".join(parts), style="dim") if parts else None
+
+
+def short_log_line(entry: LogEntry) -> str:
+    """A log line for a compact panel: its time, its level unless INFO, its message."""
+    stamp = entry.time.astimezone().strftime("%H:%M:%S") if entry.time else "--:--:--"
+    level = "" if entry.level in (LogLevel.INFO, None) else f"{state_name_of_level(entry.level)} "
+    fields = "".join(f" {key}={value}" for key, value in sorted(entry.fields.items()))
+    return f"{stamp} {level}{entry.message}{fields}"
+
+
+def _compact_progress(task: Task, now: datetime) -> Table:
+    """A shorter bar, the percentage and the ETA on one line (the elapsed time is on the
+    frame). The ETA's column alone gives way when the panel is narrow."""
+    row = Table.grid(padding=(0, 1))
+    row.add_column(width=COMPACT_BAR_WIDTH)
     row.add_column(justify="right", width=4)
-    row.add_column(no_wrap=True, overflow="ellipsis")
+    row.add_column()
+    row.add_row(
+        _bar(task, COMPACT_BAR_WIDTH),
+        Text(percent(task), style="bold"),
+        _one_line(Text(eta_text(task, now) or "", style="dim")),
+    )
+    return row
+
+
+def _one_line(text: Text) -> Text:
+    text.no_wrap = True
+    text.overflow = "ellipsis"
+    return text
+
+
+def _bar(task: Task, width: int) -> ProgressBar:
     indeterminate = task.state is TaskState.RUNNING and task.fraction == 0 and _spinning(task)
-    bar = ProgressBar(
+    return ProgressBar(
         total=1.0,
         completed=task.fraction,
-        width=BAR_WIDTH,
+        width=width,
         pulse=indeterminate,
         complete_style="green" if task.state is TaskState.SUCCEEDED else "yellow",
         finished_style="green",
     )
+
+
+def _progress_row(task: Task, now: datetime) -> Table:
+    """The bar, the percentage, then timing and iteration; criteria and metrics on a line below.
+
+    In a narrow panel the bar and percentage keep their width and the timing flows
+    onto more lines, item by item, so the ETA is never cut off.
+    """
+    row = Table.grid(padding=(0, 2))
+    row.add_column(width=BAR_WIDTH)
+    row.add_column(justify="right", width=4)
+    row.add_column()  # the one that gives way
+    bar = _bar(task, BAR_WIDTH)
     timing = []
     elapsed = task.elapsed(now)
     if elapsed is not None:
@@ -270,13 +426,18 @@ def _progress_row(task: Task, now: datetime) -> Table:
         timing.append(f"iteration {task.iteration}/{task.max_iterations}")
     elif task.iteration:
         timing.append(f"iteration {task.iteration}")
-    row.add_row(bar, Text(percent(task), style="bold"), Text("  ".join(timing), style="dim"))
+    row.add_row(bar, Text(percent(task), style="bold"), _flow(timing))
     # The criteria count leads the second line, where the timing cannot crowd it out.
     facts = [criteria_text(task) or ""]
     facts.extend(f"{key} {value:g}" for key, value in sorted(task.metrics.items()))
     if any(facts):
-        row.add_row("", "", Text("  ".join(fact for fact in facts if fact), style="dim"))
+        row.add_row("", "", _flow(fact for fact in facts if fact))
     return row
+
+
+def _flow(items: Iterable[str]) -> Columns:
+    """Short items side by side, two spaces apart, wrapping between items (never inside)."""
+    return Columns([Text(item, style="dim") for item in items], padding=(0, 2))
 
 
 def _spinning(task: Task) -> bool:
@@ -412,6 +573,7 @@ def changed_step(task: Task, previous: Task | None) -> Step | None:
 
 __all__ = [
     "board_header",
+    "compact_panel",
     "criteria_checklist",
     "criteria_text",
     "eta_text",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
-from headway.cli import render
+from headway.cli import layout, render
 from headway.cli.errors import CliError
 from headway.client import (
     HeadwayClient,
@@ -55,6 +57,9 @@ class Display(Protocol):
         """Show one event; None when the view changed outside the stream (a backfill)."""
 
     async def tick(self) -> None: ...
+
+    def note(self, text: str) -> None:
+        """Say something about the watch itself (not about a task)."""
 
 
 class Board:
@@ -94,7 +99,17 @@ class Board:
 
 
 class LiveDisplay:
-    """Redraws the board in place on a terminal."""
+    """Redraws the board in place on a terminal, on the alternate screen.
+
+    Each frame is drawn whole from the top-left corner of the alternate screen
+    (as full-screen programs do), never by moving the cursor up over the last
+    frame: once a window has been narrowed, the terminal may have wrapped that
+    frame onto more lines than were drawn, and moving up by its height would
+    leave pieces of it behind. On SIGWINCH the board takes the window's new size
+    from the terminal itself ($COLUMNS and $LINES are not updated by a resize)
+    and is redrawn at once. When the watch ends, the last frame is printed on the
+    ordinary screen, so that it stays in view and in the scrollback.
+    """
 
     def __init__(
         self,
@@ -110,12 +125,15 @@ class LiveDisplay:
         self._target = target
         self._log_lines = log_lines
         self._console = console
-        self._live = Live(console=console, auto_refresh=False, transient=False)
+        self._live = Live(console=console, auto_refresh=False, screen=True)
+        self._notes: list[str] = []
         self._dirty = True
         self._drawn_at = 0.0
 
     def __enter__(self) -> LiveDisplay:
         self._live.__enter__()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here
+            asyncio.get_running_loop().add_signal_handler(signal.SIGWINCH, self._resized)
         self._draw()
         return self
 
@@ -125,8 +143,20 @@ class LiveDisplay:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._draw()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGWINCH)
         self._live.__exit__(exc_type, exc, tb)
+        self._console.print(self.renderable())
+
+    def note(self, text: str) -> None:
+        """A remark about the watch itself, shown under the header."""
+        self._notes.append(text)
+        self._draw()
+
+    def _resized(self) -> None:
+        with contextlib.suppress(OSError):
+            self._console.size = os.get_terminal_size(self._console.file.fileno())
+        self._draw()
 
     def show(self, event: events.Event | None, previous: Task | None) -> None:
         """Note a change (None: the view changed outside the stream) and redraw if due."""
@@ -158,20 +188,14 @@ class LiveDisplay:
             status = f"reconnecting ({view.reconnecting.error.code.name})…"
         elif not view.synced:
             status = "connecting…"
-        header = render.board_header(self._target, tasks, view.revision, status)
+        header: RenderableType = render.board_header(self._target, tasks, view.revision, status)
+        if self._notes:
+            header = Group(header, *(Text(note, style="bold") for note in self._notes))
         if view.synced and not tasks:
             return Group(header, Text(f"{self._nothing}. Waiting for some…", style="dim"))
-        panels = Group(
-            header,
-            *(
-                render.task_panel(task, view.logs.get(task.id, ()), log_lines=self._log_lines)
-                for task in tasks
-            ),
+        return layout.board(
+            header, tasks, view.logs, log_lines=self._log_lines, console=self._console
         )
-        # Panels when they fit the terminal; one line per task when they do not.
-        if len(self._console.render_lines(panels, pad=False)) < self._console.height:
-            return panels
-        return Group(header, render.task_table(tasks))
 
 
 async def backfill_logs(board: Board, display: Display) -> None:
@@ -231,6 +255,9 @@ class PlainDisplay:
     async def tick(self) -> None:
         await asyncio.Event().wait()  # nothing to refresh
 
+    def note(self, text: str) -> None:
+        print(f"headway: {text}", file=sys.stderr, flush=True)
+
 
 async def watch(
     client: HeadwayClient,
@@ -278,11 +305,7 @@ async def watch(
                     if missing:
                         if until_done:
                             raise CliError(missing)
-                        print(
-                            f"headway: {missing}; still watching, in case of a later creation",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                        display.note(f"{missing}; still watching, in case of a later creation")
                 display.show(event, previous)
                 if isinstance(event, events.Synced) and earlier_logs:
                     helpers.append(asyncio.create_task(backfill_logs(board, display)))
