@@ -2,7 +2,7 @@
 
 Six agents report through the real API while the watch view follows them: a
 report with sub-progress in units, a fraction and a spinner; a training loop
-with iterations and metrics; a literature review that discovers its steps as it
+with iterations, metrics and success criteria met as its loss falls; a literature review that discovers its steps as it
 goes; an import that fails on a bad row (the exception and its traceback are
 recorded); a crawl that a viewer cancels, which the agent learns at its next
 report; and a backup whose agent goes silent past its lease on a hung mount, so
@@ -127,7 +127,8 @@ async def quarterly_report(run: Run) -> None:
 
 
 async def train_model(run: Run) -> None:
-    """An iterative agent: iterations, metrics (tokens, cost, loss), a log line per epoch."""
+    """An iterative agent: iterations, metrics (tokens, cost, loss), a log line per epoch,
+    and success criteria met one by one as the loss falls."""
     epochs = 8
     async with run.tracker.task(
         run.task_id("train"),
@@ -140,11 +141,13 @@ async def train_model(run: Run) -> None:
             run.spec("evaluate", "Evaluate", 3),
         ],
         max_iterations=epochs,
+        criteria=["loss < 0.5", "loss < 0.2", "accuracy >= 0.9"],
     ) as task:
         async with task.step("prepare") as step:
             await step.progress()
             await run.pace.sleep(2)
         async with task.step("train") as step:
+            prev_loss = math.inf
             for epoch in range(1, epochs + 1):
                 await run.pace.sleep(3)
                 loss = round(2.0 * math.exp(-epoch / 3), 3)
@@ -153,10 +156,17 @@ async def train_model(run: Run) -> None:
                 await task.metrics(loss=loss)
                 await step.progress(epoch, epochs, unit="epochs")
                 await step.log(f"epoch {epoch}: loss {loss}", epoch=epoch)
+                for threshold in (0.5, 0.2):
+                    if loss < threshold <= prev_loss:
+                        await task.set_criterion(
+                            f"loss < {threshold}", met=True, detail=f"epoch {epoch}"
+                        )
+                prev_loss = loss
         async with task.step("evaluate") as step:
             for n in range(1, 4):
                 await step.progress(fraction=n / 3)
                 await run.pace.sleep(1)
+            await task.set_criterion("accuracy >= 0.9", met=True, detail="0.93 on held-out")
 
 
 async def literature_review(run: Run) -> None:
