@@ -143,6 +143,7 @@ class SyncTracker:
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
+        weight: float = 0.0,
     ) -> SyncTaskReporter:
         """A task to report; `with` it to create it. Arguments as for `Tracker.task`.
 
@@ -160,6 +161,7 @@ class SyncTracker:
             max_iterations=max_iterations,
             metrics=metrics,
             lease=lease,
+            weight=weight,
         )
         return SyncTaskReporter(reporter, self._portal)
 

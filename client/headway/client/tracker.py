@@ -251,6 +251,7 @@ class Tracker:
         max_iterations: int = 0,
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
+        weight: float = 0.0,
     ) -> TaskReporter:
         """A task to report; `async with` it (or `await reporter.start()`) to create it.
 
@@ -259,7 +260,8 @@ class Tracker:
             display_name: A name for humans.
             kind: The type of work, such as "report".
             labels: Labels for filtering.
-            parent_id: The task this one is part of.
+            parent_id: The task this one is part of: its progress follows its
+                children's (weighted by `weight`) unless it reports its own.
             steps: The steps known up front, by key or as StepSpec; more can be
                 added as they are discovered (`task.step(new_key)` adds it).
             message: An initial status line.
@@ -269,6 +271,7 @@ class Tracker:
                 stalled; the server's default (60 s) when None, clamped to its bounds.
                 Heartbeats keep the task alive while it is open, so a shorter lease
                 only means that watchers learn sooner when the agent died.
+            weight: This task's weight in its parent's progress; 0 means 1.
         """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
@@ -284,6 +287,7 @@ class Tracker:
             max_iterations=max_iterations,
             metrics=metrics or {},
             start=True,
+            weight=weight,
         )
         if lease is not None:
             request.lease_duration.FromTimedelta(lease)
@@ -381,6 +385,7 @@ class TaskReporter:
             max_iterations=create.max_iterations,
             metrics=create.metrics,
             start=True,
+            weight=create.weight,
             lease_duration=(
                 create.lease_duration.ToTimedelta() if create.HasField("lease_duration") else None
             ),
