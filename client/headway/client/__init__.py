@@ -49,6 +49,7 @@ from headway.client.live import LiveView
 from headway.client.models import (
     Artifact,
     CancelRequest,
+    ChildCounts,
     Estimate,
     EstimateBasis,
     LeaseRenewal,
@@ -74,6 +75,7 @@ __all__ = [
     "Artifact",
     "CancelRequest",
     "CancelledError",
+    "ChildCounts",
     "Created",
     "DeadlineExceededError",
     "Deleted",

@@ -313,6 +313,34 @@ class Artifact:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildCounts:
+    """How many children a task has, by state; the task's progress may follow theirs."""
+
+    total: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def from_proto(cls, raw: task_pb2.ChildCounts) -> ChildCounts:
+        return cls(
+            total=raw.total,
+            pending=raw.pending,
+            running=raw.running,
+            succeeded=raw.succeeded,
+            failed=raw.failed,
+            cancelled=raw.cancelled,
+        )
+
+    @property
+    def done(self) -> int:
+        """Children at rest, whatever the outcome."""
+        return self.succeeded + self.failed + self.cancelled
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One step of a task."""
 
@@ -391,6 +419,10 @@ class Task:
     last_report_time: datetime | None
     """When the agent last reported, as of the task's last change."""
     raw: task_pb2.Task = field(repr=False)
+    weight: float = 1.0
+    """The task's weight in its parent's progress."""
+    children: ChildCounts | None = None
+    """The task's children by state; None when it has none."""
 
     @classmethod
     def from_proto(cls, raw: task_pb2.Task) -> Task:
@@ -428,6 +460,8 @@ class Task:
             stalled=raw.stalled,
             last_report_time=time_or_none(raw, "last_report_time"),
             raw=raw,
+            weight=raw.weight or 1.0,
+            children=ChildCounts.from_proto(raw.children) if raw.HasField("children") else None,
         )
 
     @property
