@@ -300,3 +300,17 @@ async def test_after_a_restart_the_next_child_change_still_rolls_up(
 
     assert rolled.fraction == pytest.approx(0.8)
     assert rolled.revision == moved.revision + 1
+
+
+async def test_a_child_change_that_moves_neither_state_nor_fraction_leaves_the_parent(
+    client: HeadwayClient,
+) -> None:
+    parent = await client.create_task(fresh("parent"), start=True)
+    child = await client.create_task(fresh("child"), parent_id=parent.id, start=True)
+    await client.update_task(child.id, progress=fraction(0.5))
+    before = await client.get_task(parent.id)
+
+    noted = await client.update_task(child.id, message="halfway", metrics={"rows": 10})
+
+    assert await head(client) == noted.revision
+    assert await client.get_task(parent.id) == before

@@ -83,7 +83,11 @@ class TaskFilter(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     PARENT_ID_FIELD_NUMBER: _builtins.int
     parent_id: _builtins.str
-    """Only direct children of this task."""
+    """Only tasks whose `parent_id` is this id: the task's direct children. A
+    task left behind by a deleted task of the same id matches too, although it
+    is not a child of the new one (see Task.children); its `create_revision`
+    is below the new task's.
+    """
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these tasks. At most 1000 ids (the server's `max_filter_values`)."""

@@ -588,7 +588,7 @@ class Engine:
         if change.kind is ChangeKind.UPDATED:
             rollup.derive(task, self._children_of(task, staged, {}, {}))
         encoded = self._encode(command, change, revision, now, now_ns)
-        follow_ups = self._roll_up(change, staged, revision, now, now_ns)
+        follow_ups = self._roll_up(current, change, staged, revision, now, now_ns)
         # Every check has passed: from here on the change joins the group.
         staged.heads[command.tenant] = follow_ups[-1].revision if follow_ups else revision
         if lease_expire_ns != lease_before:
@@ -622,7 +622,13 @@ class Engine:
         return Outcome(revision, change.kind, task, lease_expire_ns)
 
     def _roll_up(
-        self, change: Change, staged: _Staged, revision: int, now: Timestamp, now_ns: int
+        self,
+        before: task_pb2.Task | None,
+        change: Change,
+        staged: _Staged,
+        revision: int,
+        now: Timestamp,
+        now_ns: int,
     ) -> list[_FollowUp]:
         """The changes of the parents that follow a child's change, with the next revisions.
 
@@ -634,6 +640,14 @@ class Engine:
         if change.kind not in (ChangeKind.CREATED, ChangeKind.UPDATED, ChangeKind.DELETED):
             return []
         child = change.task
+        # Only a child's state and fraction matter to its parent (its weight is
+        # fixed): a message or a metric spares the parent's O(children) recompute.
+        unmoved = before is not None and (before.state, before.fraction) == (
+            child.state,
+            child.fraction,
+        )
+        if change.kind is ChangeKind.UPDATED and unmoved:
+            return []
         tenant = child.tenant
         pending: dict[TaskKey, task_pb2.Task | None] = {
             (tenant, child.id): None if change.kind is ChangeKind.DELETED else child
