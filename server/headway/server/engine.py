@@ -12,6 +12,11 @@ Invariant: memory, the hub's revisions and the store's heads move together,
 after the commit, within one step of the loop; readers therefore never see a
 change that could still be lost.
 
+A change of a child task is followed, in its group, by changes of its parents
+that the server derives from their children (`_roll_up`, rules in `rollup`):
+each with the next revision and its own event, prepared before the child's
+change joins the group, so the child and its parents commit or fail together.
+
 A group whose commit fails leaves no trace (memory, revision, request ids and
 rate estimates are as before) and is retried one mutation at a time, so a
 mutation that cannot be stored fails alone and never takes its neighbours with
