@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from headway.client import TaskState, task_filter
 from tests.cli.conftest import Terminal, headway
 from tests.harness import ServerHarness
@@ -18,6 +20,7 @@ async def test_the_demo_runs_on_an_embedded_server_when_none_is_reachable() -> N
     summary = result.stdout.split("The demo is over:\n")[1].splitlines()
     outcomes = {line.split()[0].rsplit("-", 1)[1]: line.split()[1] for line in summary}
     assert outcomes == {
+        "close": "FAILED",
         "report": "SUCCEEDED",
         "train": "SUCCEEDED",
         "review": "SUCCEEDED",
@@ -45,9 +48,28 @@ async def test_the_demo_reports_to_a_running_server(harness: ServerHarness) -> N
     assert label is not None, result.stdout
     tasks = await harness.client().list_all_tasks(task_filter(labels={"demo": label.group(1)}))
     states = sorted(TaskState(task.state).name for task in tasks)
-    assert states == ["CANCELLED", "FAILED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED", "SUCCEEDED"]
+    assert states == [
+        "CANCELLED",
+        "FAILED",
+        "FAILED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+        "SUCCEEDED",
+    ]
     crawl = next(task for task in tasks if task.id.endswith("-crawl"))
     assert crawl.cancel_request.requested_by == "headway demo"
+    # The close reports nothing itself: its progress is its children's, by weight
+    # (the report, weight 2, done; the import, weight 1, failed at row 62 of 100
+    # in its second of three steps).
+    close = next(task for task in tasks if task.id.endswith("-close"))
+    children = [task for task in tasks if task.parent_id == close.id]
+    assert sorted(task.id.rsplit("-", 1)[1] for task in children) == ["import", "report"]
+    assert (close.children.total, close.children.succeeded, close.children.failed) == (2, 1, 1)
+    report, imported = sorted(children, key=lambda task: task.id, reverse=True)
+    assert close.fraction == pytest.approx((2 * report.fraction + imported.fraction) / 3)
+    assert 0.6 < close.fraction < 1
+    assert "1 of 2 parts failed" in close.error.message
 
 
 async def test_the_demo_draws_panels_on_a_tall_terminal() -> None:
@@ -74,7 +96,7 @@ async def test_the_demo_fits_a_small_terminal_with_one_line_per_task() -> None:
     rows = [
         line for line in screen.splitlines() if re.match(r"(SUCCEEDED|FAILED|CANCELLED) ", line)
     ]
-    assert len(rows) == 6, screen
+    assert len(rows) == 7, screen
     assert "╭" not in screen  # no panels: they would not fit
 
 
@@ -106,12 +128,14 @@ async def test_the_demo_fits_120_by_40_with_compact_panels_and_a_stalled_task() 
 
     def stalled_board(text: str) -> bool:
         return (
-            text.count("╭─") == 6  # six panels, not one line per task
+            text.count("╭─") == 7  # seven panels, not one line per task
             and "⚠ STALLED, no report for" in text
             and re.search(r"▶ (Upload|Train|Analyze|Read: \w+)", text) is not None  # a step
             and re.search(r"\d\d:\d\d:\d\d epoch \d: loss", text) is not None  # a log line
             and re.search(r"iteration \d/8", text) is not None
             and "tokens" in text  # metrics
+            and re.search(r"criteria \d/3", text) is not None
+            and re.search(r"children \d/2 done", text) is not None  # the close's roll-up
         )
 
     try:
@@ -121,14 +145,15 @@ async def test_the_demo_fits_120_by_40_with_compact_panels_and_a_stalled_task() 
             lambda text: "storage mount back; resuming" in text and "STALLED" not in text
         )
         final = await terminal.wait_for(
-            lambda text: re.search(r"The demo is over:(\n  .*){6}", text) is not None, timeout=15
+            lambda text: re.search(r"The demo is over:(\n  .*){7}", text) is not None, timeout=15
         )
     finally:
         await terminal.close()
     assert "Back up /srv/data" in stalled
     assert re.search(r"RUNNING · STALLED ─╯", stalled), stalled
     panels = [line for line in stalled.splitlines() if line.startswith("╭─")]
-    assert all(line.count("╭─") == 2 for line in panels), "not two columns of panels"
+    columns = [line.count("╭─") for line in panels]
+    assert set(columns[:-1]) == {2} and columns[-1] in (1, 2), "not two columns of panels"
     assert all(len(line) <= 120 for line in stalled.splitlines())
     assert re.search(r"RUNNING|SUCCEEDED", recovered)
     assert re.search(r"demo-\w+-backup +SUCCEEDED", final), final

@@ -53,15 +53,17 @@ async def test_agent_and_viewer_examples_run_verbatim(
 ) -> None:
     agents = python_blocks("Agents")
     viewers = python_blocks("Viewers")
-    assert len(agents) == 5
+    assert len(agents) == 6
     assert len(viewers) == 1
     outputs = [await run_example(code, tmp_path, harness.target) for code in agents + viewers]
-    report, failure, cancel, threads, criteria, viewer = outputs
+    report, failure, cancel, threads, criteria, nested, viewer = outputs
     assert report == "nightly-report SUCCEEDED 1520.0\n"
     assert failure == "FAILED ValueError FAILED\n"
     assert cancel == "CANCELLED alice\n"
     assert threads == "SUCCEEDED\n"
     assert criteria == "SUCCEEDED criteria 3/3\n"
+    # The parent follows its children by weight: (1 * 1.0 + 3 * 0.6) / 4.
+    assert nested == "70% 1/2 children done\nSUCCEEDED 100%\n"
     listed, ended, snapshot, synced = viewer.splitlines()
     assert listed == "nightly-report SUCCEEDED 100%"
     assert re.fullmatch(r"nightly-report ended SUCCEEDED after \d:\d\d:\d\d\.\d+", ended)

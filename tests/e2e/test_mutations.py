@@ -107,9 +107,15 @@ async def test_create_child_task_started(client: HeadwayClient) -> None:
     assert child.start_time == child.create_time
     assert child.steps[0].state == task_pb2.STEP_STATE_PENDING
     assert (child.revision, child.create_revision) == (2, 2)
-    # Creating a child leaves its parent as it was.
-    assert await client.get_task("parent") == parent
-    assert parent.revision == 1
+    # Creating a child leaves its parent as it was, but for counting it (a change of
+    # its own, right after the child's); a parent with steps keeps its own fraction.
+    counted = await client.get_task("parent")
+    assert counted.children == task_pb2.ChildCounts(total=1, running=1)
+    assert (parent.revision, counted.revision) == (1, 3)
+    for changed in ("children", "revision", "update_time", "eta"):
+        counted.ClearField(changed)
+        parent.ClearField(changed)
+    assert counted == parent
 
 
 async def test_revisions_are_global_across_tasks(client: HeadwayClient) -> None:

@@ -130,10 +130,21 @@ async def cmd_task(args: argparse.Namespace, client: HeadwayClient) -> int:
     if task.criteria:
         parts.append(Text(render.criteria_text(task) or "", style="bold"))
         parts.append(render.criteria_checklist(task))
+    if task.children is not None:
+        children = await _children(client, task)
+        parts.extend(
+            [Text(f"children ({len(children)})", style="bold"), render.task_table(children)]
+        )
     if task.error is not None and task.error.details.get("traceback"):
         parts.append(Text(task.error.details["traceback"].rstrip(), style="dim red"))
     console().print(Group(*parts))
     return 0
+
+
+async def _children(client: HeadwayClient, task: Task) -> list[Task]:
+    """The task's children: listed by parent, less those left by an earlier task of its id."""
+    listed = await client.list_all_tasks(task_filter(parent_id=task.id))
+    return [Task.from_proto(raw) for raw in listed if raw.create_revision > task.create_revision]
 
 
 def _when(moment: datetime | None) -> str:
@@ -149,6 +160,7 @@ def _details(task: Task, now: datetime) -> list[tuple[str, str]]:
         ("kind", task.kind or "-"),
         ("labels", ", ".join(f"{k}={v}" for k, v in sorted(task.labels.items())) or "-"),
         ("parent", task.parent_id or "-"),
+        ("children", _children_detail(task)),
         ("created", _when(task.create_time)),
         ("started", _when(task.start_time)),
         ("finished", _when(task.finish_time)),
@@ -162,6 +174,23 @@ def _details(task: Task, now: datetime) -> list[tuple[str, str]]:
     if task.cancel_request is not None:
         rows.append(("cancel", _cancel_detail(task.cancel_request, task.at_rest, now)))
     return rows
+
+
+def _children_detail(task: Task) -> str:
+    """Every state's count, and whether the task's progress is theirs or its own."""
+    counts = task.children
+    if counts is None:
+        return "-"
+    states = [
+        (counts.pending, "pending"),
+        (counts.running, "running"),
+        (counts.succeeded, "succeeded"),
+        (counts.failed, "failed"),
+        (counts.cancelled, "cancelled"),
+    ]
+    text = f"{counts.total}: " + ", ".join(f"{n} {state}" for n, state in states if n)
+    follows = not task.steps and task.progress is None and not task.at_rest
+    return text + ("; progress follows them" if follows else "")
 
 
 def _eta_detail(task: Task, now: datetime) -> str:

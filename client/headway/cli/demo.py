@@ -1,18 +1,22 @@
 """`headway demo`: simulated agents at work, so a newcomer sees everything move in a minute.
 
-Six agents report through the real API while the watch view follows them: a
-report with sub-progress in units, a fraction and a spinner; a training loop
-with iterations, metrics and success criteria met as its loss falls; a literature review that discovers its steps as it
-goes; an import that fails on a bad row (the exception and its traceback are
-recorded); a crawl that a viewer cancels, which the agent learns at its next
-report; and a backup whose agent goes silent past its lease on a hung mount, so
-that its task shows STALLED, then recovers and finishes. The first five use the
-agent API (`Tracker`), whose heartbeats keep a task alive while its agent waits;
-the backup reports through the plain client, without heartbeats. Each agent
-declares how long its steps should take (`expected_duration`, scaled by --speed),
-so ETAs show from the first moment and move as the observed rate takes over; run
-the demo twice against one server and the first run's history joins in. With no
-server reachable, the demo runs an embedded one on a temporary database.
+Seven agents report through the real API while the watch view follows them: a
+quarterly close with no steps of its own, whose progress follows its two child
+tasks (the server rolls it up) and which fails when one of them does; its
+children, a report with sub-progress in units, a fraction and a spinner, and an
+import that fails on a bad row (the exception and its traceback are recorded);
+a training loop with iterations, metrics and success criteria met as its loss
+falls; a literature review that discovers its steps as it goes; a crawl that a
+viewer cancels, which the agent learns at its next report; and a backup whose
+agent goes silent past its lease on a hung mount, so that its task shows
+STALLED, then recovers and finishes. All but the backup use the agent API
+(`Tracker`), whose heartbeats keep a task alive while its agent waits; the
+backup reports through the plain client, without heartbeats. Each agent
+declares how long its steps should take (`expected_duration`, scaled by
+--speed), so ETAs show from the first moment and move as the observed rate
+takes over; run the demo twice against one server and the first run's history
+joins in. With no server reachable, the demo runs an embedded one on a
+temporary database.
 
 Ctrl-C stops the agents before the connection closes, so every demo task is left
 at rest (cancelled), and ends the demo with one line and exit status 130.
@@ -95,10 +99,33 @@ class Run:
         return step
 
 
-async def quarterly_report(run: Run) -> None:
+async def quarterly_close(run: Run) -> None:
+    """A parent of two tasks: it reports nothing itself, so its progress is theirs, by weight."""
+    async with run.tracker.task(
+        run.task_id("close"),
+        display_name="Quarterly close",
+        kind="pipeline",
+        labels=run.labels,
+    ) as close:
+        outcomes = await asyncio.gather(
+            quarterly_report(run, parent_id=close.id),
+            flaky_import(run, parent_id=close.id),
+            return_exceptions=True,
+        )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):  # cancelled, or interrupted: not a story
+                raise failure
+        if failures:
+            raise ValueError(f"{len(failures)} of {len(outcomes)} parts failed: {failures[0]}")
+
+
+async def quarterly_report(run: Run, parent_id: str = "") -> None:
     """Sub-progress three ways: units, a fraction, then a spinner; an artifact at the end."""
     async with run.tracker.task(
         run.task_id("report"),
+        parent_id=parent_id,
+        weight=2,
         display_name="Quarterly report",
         kind="report",
         labels=run.labels,
@@ -197,10 +224,11 @@ async def literature_review(run: Run) -> None:
             await run.pace.sleep(2)
 
 
-async def flaky_import(run: Run) -> None:
+async def flaky_import(run: Run, parent_id: str = "") -> None:
     """Fails on a malformed row: the exception fails the step and the task, traceback kept."""
     async with run.tracker.task(
         run.task_id("import"),
+        parent_id=parent_id,
         display_name="Import customers.csv",
         kind="etl",
         labels=run.labels,
@@ -309,11 +337,12 @@ async def _log(
     await client.append_logs(task_id, [entry])
 
 
+DEMO_TASKS = 7  # the agents' tasks, the close's two children included
+
 AGENTS: tuple[Callable[[Run], Awaitable[None]], ...] = (
-    quarterly_report,
+    quarterly_close,  # and its two children: the report and the import
     train_model,
     literature_review,
-    flaky_import,
     endless_crawl,
     stuck_backup,
 )
@@ -367,7 +396,7 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
                 display_for,
                 include_logs=True,
                 until_done=True,
-                expected_tasks=len(AGENTS),
+                expected_tasks=DEMO_TASKS,
             )
             await asyncio.gather(*agents)
         except asyncio.CancelledError:
@@ -416,7 +445,11 @@ async def stop_demo(
     so in time is cancelled with `force`; then the server is asked what is left.
     Each stage is bounded, so a second Ctrl-C is never needed.
     """
-    running = sum(1 for agent in agents if not agent.done())
+    try:
+        async with asyncio.timeout(STOP_TIMEOUT):
+            running = len(await _unfinished(client, run))
+    except (HeadwayError, TimeoutError):
+        running = sum(1 for agent in agents if not agent.done())
     for agent in (*agents, viewer):
         agent.cancel()
     with contextlib.suppress(TimeoutError):
@@ -474,4 +507,4 @@ async def _embedded_server(stack: contextlib.AsyncExitStack) -> str:
     return f"127.0.0.1:{running.port}"
 
 
-__all__ = ["AGENTS", "cmd_demo"]
+__all__ = ["AGENTS", "DEMO_TASKS", "cmd_demo"]

@@ -150,6 +150,21 @@ def step_detail(step: Step) -> str:
     return "  ".join(part for part in parts if part)
 
 
+def children_text(task: Task) -> str | None:
+    """A parent's children in a few words, such as "children 2/3 done (1 failed)"; None without.
+
+    "Done" counts every child at rest, so the numbers meet when nothing is left
+    to wait for; the ones that did not succeed are named after it.
+    """
+    counts = task.children
+    if counts is None:
+        return None
+    text = f"children {counts.done}/{counts.total} done"
+    troubles = [(counts.failed, "failed"), (counts.cancelled, "cancelled")]
+    named = ", ".join(f"{count} {what}" for count, what in troubles if count)
+    return f"{text} ({named})" if named else text
+
+
 def log_line(entry: LogEntry, *, with_task: bool = False) -> str:
     """One log line as text: time, level, step and message, then its fields."""
     stamp = entry.time.astimezone().strftime("%H:%M:%S") if entry.time else "--:--:--"
@@ -182,6 +197,9 @@ def task_panel(
         rows.append(Text(f"⚠ {stalled}", style=STALLED_STYLE))
     if task.message:
         rows.append(Text(task.message, style="italic"))
+    children = children_text(task)
+    if children is not None:
+        rows.append(Text(f"⊞ {children}", style="dim"))
     if task.steps:
         rows.append(_step_checklist(task.steps))
     rows.extend(_outcome(task))
@@ -320,6 +338,9 @@ def compact_lines(task: Task, now: datetime) -> list[Text]:
     criteria = criteria_text(task)
     if criteria is not None:
         lines.append(Text(criteria, style="dim"))
+    children = children_text(task)
+    if children is not None:
+        lines.append(Text(f"⊞ {children}", style="dim"))
     if task.message:
         lines.append(Text(task.message, style="italic"))
     lines.extend(line for line in _outcome(task) if isinstance(line, Text))
@@ -544,6 +565,9 @@ def task_summary(task: Task, previous: Task | None = None, *, now: datetime | No
     criteria = criteria_text(task)
     if criteria is not None and (previous is None or previous.criteria != task.criteria):
         text += f" | {criteria}"
+    children = children_text(task)
+    if children is not None and (previous is None or previous.children != task.children):
+        text += f" | {children}"
     if task.error is not None:
         text += f" | error {task.error.describe()}"
     if task.cancel_request is not None and not task.at_rest:

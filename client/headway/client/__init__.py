@@ -49,6 +49,7 @@ from headway.client.live import LiveView
 from headway.client.models import (
     Artifact,
     CancelRequest,
+    ChildCounts,
     Criterion,
     Estimate,
     EstimateBasis,
@@ -75,6 +76,7 @@ __all__ = [
     "Artifact",
     "CancelRequest",
     "CancelledError",
+    "ChildCounts",
     "Created",
     "Criterion",
     "DeadlineExceededError",

@@ -184,12 +184,14 @@ class HeadwayClient:
         start: bool = False,
         lease_duration: timedelta | None = None,
         criteria: Sequence[CriterionLike] = (),
+        weight: float = 0.0,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> task_pb2.Task:
         """Create a task, PENDING (or RUNNING with `start`).
 
         Args:
+            weight: Its weight in its parent's progress roll-up; 0 means 1.
             lease_duration: How long its agent may stay silent before the task is
                 marked stalled; None means the server's default (clamped to its bounds).
             criteria: Its success criteria, in order: names (not met yet) or
@@ -208,6 +210,7 @@ class HeadwayClient:
             start=start,
             lease_duration=duration(lease_duration),
             criteria=[criterion(value) for value in criteria],
+            weight=weight,
             request_id=request_id or _new_request_id(),
         )
         response = await self._call(self.stub.CreateTask, request, timeout)

@@ -329,6 +329,34 @@ class Criterion:
 
 
 @dataclass(frozen=True, slots=True)
+class ChildCounts:
+    """How many children a task has, by state; the task's progress may follow theirs."""
+
+    total: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+    @classmethod
+    def from_proto(cls, raw: task_pb2.ChildCounts) -> ChildCounts:
+        return cls(
+            total=raw.total,
+            pending=raw.pending,
+            running=raw.running,
+            succeeded=raw.succeeded,
+            failed=raw.failed,
+            cancelled=raw.cancelled,
+        )
+
+    @property
+    def done(self) -> int:
+        """Children at rest, whatever the outcome."""
+        return self.succeeded + self.failed + self.cancelled
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One step of a task."""
 
@@ -409,6 +437,10 @@ class Task:
     criteria: tuple[Criterion, ...]
     """The success criteria, in the order the agent first declared them."""
     raw: task_pb2.Task = field(repr=False)
+    weight: float = 1.0
+    """The task's weight in its parent's progress."""
+    children: ChildCounts | None = None
+    """The task's children by state; None when it has none."""
 
     @classmethod
     def from_proto(cls, raw: task_pb2.Task) -> Task:
@@ -447,6 +479,8 @@ class Task:
             last_report_time=time_or_none(raw, "last_report_time"),
             criteria=tuple(Criterion.from_proto(criterion) for criterion in raw.criteria),
             raw=raw,
+            weight=raw.weight or 1.0,
+            children=ChildCounts.from_proto(raw.children) if raw.HasField("children") else None,
         )
 
     @property

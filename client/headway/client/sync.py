@@ -144,6 +144,7 @@ class SyncTracker:
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
         criteria: Sequence[str | task_pb2.Criterion] = (),
+        weight: float = 0.0,
     ) -> SyncTaskReporter:
         """A task to report; `with` it to create it. Arguments as for `Tracker.task`.
 
@@ -162,6 +163,7 @@ class SyncTracker:
             metrics=metrics,
             lease=lease,
             criteria=criteria,
+            weight=weight,
         )
         return SyncTaskReporter(reporter, self._portal)
 

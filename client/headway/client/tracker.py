@@ -253,6 +253,7 @@ class Tracker:
         metrics: Mapping[str, float] | None = None,
         lease: timedelta | None = None,
         criteria: Sequence[str | task_pb2.Criterion] = (),
+        weight: float = 0.0,
     ) -> TaskReporter:
         """A task to report; `async with` it (or `await reporter.start()`) to create it.
 
@@ -261,7 +262,8 @@ class Tracker:
             display_name: A name for humans.
             kind: The type of work, such as "report".
             labels: Labels for filtering.
-            parent_id: The task this one is part of.
+            parent_id: The task this one is part of: its progress follows its
+                children's (weighted by `weight`) unless it reports its own.
             steps: The steps known up front, by key or as StepSpec; more can be
                 added as they are discovered (`task.step(new_key)` adds it).
             message: An initial status line.
@@ -274,6 +276,7 @@ class Tracker:
             criteria: The success criteria the agent will check, in the order
                 viewers list them: names (not met yet) or Criterion messages. Set
                 them with `task.set_criterion(...)`; new names may be set later too.
+            weight: This task's weight in its parent's progress; 0 means 1.
         """
         request = task_service_pb2.CreateTaskRequest(
             task_id=task_id,
@@ -293,6 +296,7 @@ class Tracker:
                 task_pb2.Criterion(name=value) if isinstance(value, str) else value
                 for value in criteria
             ],
+            weight=weight,
         )
         if lease is not None:
             request.lease_duration.FromTimedelta(lease)
@@ -391,6 +395,7 @@ class TaskReporter:
             metrics=create.metrics,
             criteria=list(create.criteria),
             start=True,
+            weight=create.weight,
             lease_duration=(
                 create.lease_duration.ToTimedelta() if create.HasField("lease_duration") else None
             ),

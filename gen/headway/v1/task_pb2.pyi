@@ -684,6 +684,8 @@ class Task(_message.Message):
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     CREATOR_FIELD_NUMBER: _builtins.int
     CRITERIA_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    CHILDREN_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The task's identifier, unique within its tenant: 1 to 128 characters of
     letters, digits, '-', '_' and '.', starting with a letter or a digit.
@@ -705,9 +707,28 @@ class Task(_message.Message):
     state: Global___TaskState.ValueType
     """The task's lifecycle state. Output only."""
     fraction: _builtins.float
-    """How much of the task is done, from 0.0 to 1.0: the weighted mean of the
-    steps' `fraction` when the task has steps, else the reported progress;
-    1 when SUCCEEDED. Output only.
+    """How much of the task is done, from 0.0 to 1.0. Output only. The first rule
+    that applies decides:
+
+    1. 1 when the task SUCCEEDED.
+    2. The weighted mean of the steps' `fraction` (by `Step.weight`) when the
+       task has steps.
+    3. The reported `progress` when the agent ever reported task-level
+       progress (0 while it is indeterminate).
+    4. The weighted mean of the children's `fraction` (by `Task.weight`) when
+       the task has children (see `children`): a SUCCEEDED child counts 1, a
+       FAILED or CANCELLED one keeps what it had reached, as steps do, and a
+       PENDING or RUNNING one counts its own `fraction`. The server keeps it up
+       to date: every change of a child (its creation, any change, its
+       deletion) is followed, in the same commit, by a change of the parent
+       made by the server, with its own revision and its own "updated" event,
+       right after the child's; that change repeats up the chain of parents,
+       up to 64 levels. It renews no lease and clears no `stalled` flag. A
+       deleted child (by DeleteTask or by expiry) drops out of the mean.
+    5. Otherwise 0.
+
+    A task at rest is final: its fraction (and `children`) no longer change,
+    whatever its children do later.
     """
     message: _builtins.str
     """A short status line for humans. Up to 1024 characters."""
@@ -738,6 +759,12 @@ class Task(_message.Message):
     from another principal is PERMISSION_DENIED with the reason
     `NOT_TASK_OWNER`. Empty on tasks created before the field existed; only
     an admin may report on those.
+    """
+    weight: _builtins.float
+    """The task's weight in its parent's roll-up (see `fraction`, rule 4):
+    positive, at most 1e6. Set at creation (CreateTaskRequest.weight, where 0
+    means the default of 1); fixed after. 0 on tasks created before the field
+    existed, which count as 1.
     """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -814,6 +841,17 @@ class Task(_message.Message):
         is never removed, only updated. See Criterion.
         """
 
+    @_builtins.property
+    def children(self) -> Global___ChildCounts:
+        """How many children the task has, by state: the tasks of the same tenant
+        whose `parent_id` is this task's id and that were created after it (a
+        task left behind by a deleted task of the same id is not a child of a new
+        one). Unset while the task has no children. Kept up to date whether or
+        not `fraction` follows the children (a task with steps or its own
+        progress keeps its own fraction, but still counts its children), until
+        the task comes to rest: then it stays as it was. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -846,11 +884,55 @@ class Task(_message.Message):
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
         creator: _builtins.str = ...,
         criteria: _abc.Iterable[Global___Criterion] | None = ...,
+        weight: _builtins.float = ...,
+        children: Global___ChildCounts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "create_time", b"create_time", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_request", b"cancel_request", "children", b"children", "create_time", b"create_time", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "progress", b"progress", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "create_revision", b"create_revision", "create_time", b"create_time", "creator", b"creator", "criteria", b"criteria", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "cancel_request", b"cancel_request", "children", b"children", "create_revision", b"create_revision", "create_time", b"create_time", "creator", b"creator", "criteria", b"criteria", "display_name", b"display_name", "error", b"error", "eta", b"eta", "finish_time", b"finish_time", "fraction", b"fraction", "id", b"id", "iteration", b"iteration", "kind", b"kind", "labels", b"labels", "last_report_time", b"last_report_time", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "progress", b"progress", "revision", b"revision", "stalled", b"stalled", "start_time", b"start_time", "state", b"state", "steps", b"steps", "tenant", b"tenant", "update_time", b"update_time", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Task: _TypeAlias = Task  # noqa: Y015
+
+@_typing.final
+class ChildCounts(_message.Message):
+    """How many children a task has, in each state (see `Task.children`)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    SUCCEEDED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    """All children: the sum of the others."""
+    pending: _builtins.int
+    """Children PENDING."""
+    running: _builtins.int
+    """Children RUNNING (stalled ones included)."""
+    succeeded: _builtins.int
+    """Children SUCCEEDED."""
+    failed: _builtins.int
+    """Children FAILED."""
+    cancelled: _builtins.int
+    """Children CANCELLED."""
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        running: _builtins.int = ...,
+        succeeded: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "failed", b"failed", "pending", b"pending", "running", b"running", "succeeded", b"succeeded", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChildCounts: _TypeAlias = ChildCounts  # noqa: Y015

@@ -83,7 +83,11 @@ class TaskFilter(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     PARENT_ID_FIELD_NUMBER: _builtins.int
     parent_id: _builtins.str
-    """Only direct children of this task."""
+    """Only tasks whose `parent_id` is this id: the task's direct children. A
+    task left behind by a deleted task of the same id matches too, although it
+    is not a child of the new one (see Task.children); its `create_revision`
+    is below the new task's.
+    """
     @_builtins.property
     def task_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only these tasks. At most 1000 ids (the server's `max_filter_values`)."""
@@ -214,6 +218,7 @@ class CreateTaskRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LEASE_DURATION_FIELD_NUMBER: _builtins.int
     CRITERIA_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
     task_id: _builtins.str
     """The task's id; see Task.id. When empty the server makes one (a UUID)."""
     display_name: _builtins.str
@@ -230,6 +235,11 @@ class CreateTaskRequest(_message.Message):
     """Create the task RUNNING instead of PENDING."""
     request_id: _builtins.str
     """Makes the call idempotent; see TaskService."""
+    weight: _builtins.float
+    """The task's weight in its parent's progress roll-up; see Task.weight.
+    Between 0 and 1e6 and finite; 0 means the default of 1. Meaningful only
+    with `parent_id`, but accepted without it.
+    """
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Labels; see Task.labels."""
@@ -275,10 +285,11 @@ class CreateTaskRequest(_message.Message):
         request_id: _builtins.str = ...,
         lease_duration: _duration_pb2.Duration | None = ...,
         criteria: _abc.Iterable[_task_pb2.Criterion] | None = ...,
+        weight: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["criteria", b"criteria", "display_name", b"display_name", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["criteria", b"criteria", "display_name", b"display_name", "kind", b"kind", "labels", b"labels", "lease_duration", b"lease_duration", "max_iterations", b"max_iterations", "message", b"message", "metrics", b"metrics", "parent_id", b"parent_id", "request_id", b"request_id", "start", b"start", "steps", b"steps", "task_id", b"task_id", "weight", b"weight"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -121,6 +121,7 @@ def new_task(
         kind=request.kind,
         labels=request.labels,
         parent_id=request.parent_id,
+        weight=request.weight or 1.0,
         state=task_pb2.TASK_STATE_PENDING,
         message=request.message,
         max_iterations=request.max_iterations,

@@ -12,6 +12,11 @@ Invariant: memory, the hub's revisions and the store's heads move together,
 after the commit, within one step of the loop; readers therefore never see a
 change that could still be lost.
 
+A change of a child task is followed, in its group, by changes of its parents
+that the server derives from their children (`_roll_up`, rules in `rollup`):
+each with the next revision and its own event, prepared before the child's
+change joins the group, so the child and its parents commit or fail together.
+
 A group whose commit fails leaves no trace (memory, revision, request ids and
 rate estimates are as before) and is retried one mutation at a time, so a
 mutation that cannot be stored fails alone and never takes its neighbours with
@@ -32,7 +37,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headway.server import domain, eta, records
+from headway.server import domain, eta, records, rollup
 from headway.server.config import Settings
 from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.eta import Estimator
@@ -143,8 +148,19 @@ class _Staged:
     leases: dict[TaskKey, int] = field(default_factory=dict)
     stored: set[TaskKey] = field(default_factory=set)
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # tenant: (stored, active)
+    born: dict[TaskKey, set[str]] = field(default_factory=dict)  # parent: children created
     events: list[EventRecord] = field(default_factory=list)
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _RollUp:
+    """The server, moving a parent after a change of one of its children (see `rollup`)."""
+
+    tenant: str
+    task_id: str
+    method: str = "server.RollUp"
+    actor: Actor = Actor.SERVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +170,18 @@ class _Encoded:
     event: bytes
     task: bytes = b""
     logs: Sequence[log_pb2.LogEntry] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _FollowUp:
+    """A parent's change prepared (and encoded) before the child's change joins the group."""
+
+    source: _RollUp
+    change: Change
+    revision: int
+    encoded: _Encoded
+    previous_state: int
+    lease_expire_ns: int
 
 
 def timestamp_of(ns: int) -> Timestamp:
@@ -206,6 +234,9 @@ class Engine:
         self._leases: dict[TaskKey, int] = {}
         self._cancel_deadlines: dict[TaskKey, int] = {}
         self._finished: list[tuple[int, str, str]] = []
+        # Each task's children, by the parent's key, as their ids (see `rollup.is_child`
+        # for why an id listed here may belong to a task that is not a child).
+        self._children: dict[TaskKey, set[str]] = {}
         self._counts: dict[str, tuple[int, int]] = {}  # tenant: (stored, active)
         self._heads: dict[str, int] = {}
         # Each tenant's compaction fence: history at or below it may be gone. It
@@ -559,18 +590,123 @@ class Engine:
         if change.kind is ChangeKind.LEASE:
             staged.leases[key] = lease_expire_ns
             return Outcome(task.revision, ChangeKind.LEASE, task, lease_expire_ns)
+        if change.kind is ChangeKind.UPDATED:
+            rollup.derive(task, self._children_of(task, staged, {}, {}))
         encoded = self._encode(command, change, revision, now, now_ns)
+        follow_ups = self._roll_up(current, change, staged, revision, now, now_ns)
         # Every check has passed: from here on the change joins the group.
-        staged.heads[command.tenant] = revision
+        staged.heads[command.tenant] = follow_ups[-1].revision if follow_ups else revision
         if lease_expire_ns != lease_before:
             staged.leases[key] = lease_expire_ns
         previous_state = current.state if current is not None else task.state
         staged.counts[command.tenant] = _counted(counts, current, change)
         self._join(
-            staged, command, change, revision, encoded, previous_state, lease_expire_ns, now_ns
+            staged,
+            command.tenant,
+            change,
+            revision,
+            encoded,
+            previous_state,
+            lease_expire_ns,
+            now_ns,
         )
+        if change.kind is ChangeKind.CREATED and task.parent_id:
+            staged.born.setdefault((command.tenant, task.parent_id), set()).add(task.id)
+        for follow_up in follow_ups:
+            self._join(
+                staged,
+                command.tenant,
+                follow_up.change,
+                follow_up.revision,
+                follow_up.encoded,
+                follow_up.previous_state,
+                follow_up.lease_expire_ns,
+                now_ns,
+            )
         self._record_request(command, staged, revision, now_ns)
         return Outcome(revision, change.kind, task, lease_expire_ns)
+
+    def _roll_up(
+        self,
+        before: task_pb2.Task | None,
+        change: Change,
+        staged: _Staged,
+        revision: int,
+        now: Timestamp,
+        now_ns: int,
+    ) -> list[_FollowUp]:
+        """The changes of the parents that follow a child's change, with the next revisions.
+
+        Each parent not at rest is recomputed from all its children as they
+        stand after the change (`rollup.derive`, O(children)); when nothing of
+        it changes the chain stops there. Nothing is staged here, so that a
+        failure (a size check) leaves the group as it was, child included.
+        """
+        if change.kind not in (ChangeKind.CREATED, ChangeKind.UPDATED, ChangeKind.DELETED):
+            return []
+        child = change.task
+        # Only a child's state and fraction matter to its parent (its weight is
+        # fixed): a message or a metric spares the parent's O(children) recompute.
+        unmoved = before is not None and (before.state, before.fraction) == (
+            child.state,
+            child.fraction,
+        )
+        if change.kind is ChangeKind.UPDATED and unmoved:
+            return []
+        tenant = child.tenant
+        pending: dict[TaskKey, task_pb2.Task | None] = {
+            (tenant, child.id): None if change.kind is ChangeKind.DELETED else child
+        }
+        born: dict[TaskKey, set[str]] = {}
+        if change.kind is ChangeKind.CREATED and child.parent_id:
+            born[(tenant, child.parent_id)] = {child.id}
+        follow_ups: list[_FollowUp] = []
+        while child.parent_id and len(follow_ups) < rollup.MAX_DEPTH:
+            key = (tenant, child.parent_id)
+            parent = self._view(key, staged, pending)
+            if parent is None or domain.is_resting(parent.state):
+                break
+            if not rollup.is_child(child, parent):
+                break
+            updated = task_pb2.Task()
+            updated.CopyFrom(parent)
+            if not rollup.derive(updated, self._children_of(updated, staged, pending, born)):
+                break
+            updated.update_time.CopyFrom(now)
+            revision += 1
+            source = _RollUp(tenant, parent.id)
+            moved = Change(ChangeKind.UPDATED, updated)
+            encoded = self._encode(source, moved, revision, now, now_ns)
+            lease = staged.leases.get(key, self._leases.get(key, 0))
+            follow_ups.append(_FollowUp(source, moved, revision, encoded, parent.state, lease))
+            pending[key] = updated
+            child = updated
+        return follow_ups
+
+    def _view(
+        self, key: TaskKey, staged: _Staged, pending: dict[TaskKey, task_pb2.Task | None]
+    ) -> task_pb2.Task | None:
+        """A task as the change being staged sees it: its own edits, the group's, then memory."""
+        if key in pending:
+            return pending[key]
+        return _lookup(self._tasks, staged.overlay, *key)
+
+    def _children_of(
+        self,
+        parent: task_pb2.Task,
+        staged: _Staged,
+        pending: dict[TaskKey, task_pb2.Task | None],
+        born: dict[TaskKey, set[str]],
+    ) -> list[task_pb2.Task]:
+        """The parent's children as the change being staged sees them."""
+        key = (parent.tenant, parent.id)
+        ids = self._children.get(key, set()) | staged.born.get(key, set()) | born.get(key, set())
+        children = []
+        for task_id in ids:
+            task = self._view((parent.tenant, task_id), staged, pending)
+            if task is not None and rollup.is_child(task, parent):
+                children.append(task)
+        return children
 
     def _earlier_answer(
         self, command: _Command, staged: _Staged
@@ -589,7 +725,12 @@ class Engine:
         return None
 
     def _encode(
-        self, command: _Command, change: Change, revision: int, now: Timestamp, now_ns: int
+        self,
+        command: _Command | _RollUp,
+        change: Change,
+        revision: int,
+        now: Timestamp,
+        now_ns: int,
     ) -> _Encoded:
         """The change's event (and row) bytes; refuses a change over the size budget."""
         task = change.task
@@ -614,7 +755,7 @@ class Engine:
     def _join(
         self,
         staged: _Staged,
-        command: _Command,
+        tenant: str,
         change: Change,
         revision: int,
         encoded: _Encoded,
@@ -624,25 +765,23 @@ class Engine:
     ) -> None:
         """Add an accepted change to the group: overlay, batch rows and its event."""
         task = change.task
-        key = (command.tenant, task.id)
+        key = (tenant, task.id)
         batch = staged.batch
         if change.kind is ChangeKind.LOGS:
-            batch.logs.extend(records.log_records(command.tenant, encoded.logs))
+            batch.logs.extend(records.log_records(tenant, encoded.logs))
         elif change.kind is ChangeKind.DELETED:
             staged.overlay[key] = None
             batch.deletes.append(key)
         else:
             if task.state == task_pb2.TASK_STATE_SUCCEEDED and previous_state != task.state:
                 batch.durations.extend(
-                    DurationRecord(command.tenant, task.kind, step_key, now_ns, seconds)
+                    DurationRecord(tenant, task.kind, step_key, now_ns, seconds)
                     for step_key, seconds in eta.durations(task)
                 )
             staged.overlay[key] = task
             staged.stored.add(key)
             batch.upserts.append(
-                TaskRow(
-                    command.tenant, task.id, task.create_revision, encoded.task, lease_expire_ns
-                )
+                TaskRow(tenant, task.id, task.create_revision, encoded.task, lease_expire_ns)
             )
         event = EventRecord(
             revision=revision,
@@ -655,7 +794,7 @@ class Engine:
         staged.events.append(event)
         batch.events.append(event)
 
-    def _check_size(self, command: _Command, size: int, what: str) -> None:
+    def _check_size(self, command: _Command | _RollUp, size: int, what: str) -> None:
         """Refuse a change that would make a task (or one change) too large to read back.
 
         The agent's budget is well below the message limit, so every task stays
@@ -710,8 +849,13 @@ class Engine:
 
     def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
         key = (task.tenant, task.id)
-        if key not in self._tasks:
+        before = self._tasks.get(key)
+        if before is None:
             self._order.setdefault(task.tenant, []).append((task.create_revision, task.id))
+        elif before.parent_id != task.parent_id:  # deleted and created again in one group
+            self._unlink(before)
+        if task.parent_id:
+            self._children.setdefault((task.tenant, task.parent_id), set()).add(task.id)
         self._tasks[key] = task
         if domain.is_resting(task.state):
             self._leases.pop(key, None)
@@ -731,10 +875,27 @@ class Engine:
         task = self._tasks.pop((tenant, task_id), None)
         if task is None:
             return
+        self._unlink(task)
         order = self._order[tenant]
         position = bisect.bisect_left(order, (task.create_revision, task.id))
         if position < len(order) and order[position] == (task.create_revision, task.id):
             del order[position]
+
+    def _unlink(self, task: task_pb2.Task) -> None:
+        """Take the task out of its parent's children index."""
+        key = (task.tenant, task.parent_id)
+        siblings = self._children.get(key)
+        if siblings is not None:
+            siblings.discard(task.id)
+            if not siblings:
+                del self._children[key]
+
+    def children(self, tenant: str, parent_id: str) -> list[task_pb2.Task]:
+        """The task's children as committed (for checks that the index is right)."""
+        parent = self._tasks.get((tenant, parent_id))
+        if parent is None:
+            return []
+        return self._children_of(parent, _Staged(batch=CommitBatch()), {}, {})
 
     # -- housekeeping -------------------------------------------------------------
 

@@ -178,8 +178,12 @@ class Violations:
                     self.add(f"{path}.key", f"duplicates an earlier step's key {spec.key!r}")
                 seen.add(spec.key)
             self.text(f"{path}.display_name", spec.display_name, max_length=MAX_DISPLAY_NAME)
-            if not (math.isfinite(spec.weight) and 0.0 <= spec.weight <= MAX_WEIGHT):
-                self.add(f"{path}.weight", f"must be between 0 (default 1) and {MAX_WEIGHT:g}")
+            self.weight(f"{path}.weight", spec.weight)
+
+    def weight(self, field: str, value: float) -> None:
+        """A weight in a roll-up (a step's in its task, a task's in its parent); 0 means 1."""
+        if not (math.isfinite(value) and 0.0 <= value <= MAX_WEIGHT):
+            self.add(field, f"must be between 0 (default 1) and {MAX_WEIGHT:g}")
 
     def timestamp(self, field: str, value: timestamp_pb2.Timestamp) -> None:
         """A time the server can store: a valid Timestamp within TIMESTAMP_RANGE."""
@@ -307,6 +311,7 @@ def check_create(request: task_service_pb2.CreateTaskRequest, limits: Limits) ->
         v.task_id("parent_id", request.parent_id)
         if request.parent_id == request.task_id:
             v.add("parent_id", "must not be the task itself")
+    v.weight("weight", request.weight)
     v.steps("steps", request.steps, limits)
     v.text("message", request.message, max_length=MAX_MESSAGE)
     if request.max_iterations < 0:

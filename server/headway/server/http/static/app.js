@@ -2,7 +2,7 @@
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
-import { LOG_LEVELS, atRest, taskState } from "./format.js";
+import { LOG_LEVELS, atRest, fractionOf, percent, taskState } from "./format.js";
 import { logLine, taskCard, tick } from "./render.js";
 import { Store, compareLog } from "./state.js";
 import { timeline } from "./timeline.js";
@@ -411,7 +411,12 @@ function renderTaskPage(id) {
   $("children-panel").hidden = !kids.length;
   $("children").replaceChildren(
     ...kids.map((kid) =>
-      h("li", {}, h("a", { href: `#/tasks/${encodeURIComponent(kid.id)}` }, kid.displayName || kid.id), ` — ${taskState(kid)}`),
+      h(
+        "li",
+        { dataset: { taskId: kid.id } },
+        h("a", { href: `#/tasks/${encodeURIComponent(kid.id)}` }, kid.displayName || kid.id),
+        ` — ${taskState(kid)}, ${percent(fractionOf(kid) ?? 0)}`,
+      ),
     ),
   );
   const steps = $("log-step");

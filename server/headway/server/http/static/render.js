@@ -119,6 +119,23 @@ function stepItem(step) {
   );
 }
 
+// A parent's children as the server counts them: "Children 2/3 done · 1 running · 1 failed".
+// "Done" is every child at rest; the parent's bar follows theirs unless it reports its own.
+export function childrenSummary(task) {
+  const counts = task.children;
+  if (!counts || !counts.total) return null;
+  const done = (counts.succeeded || 0) + (counts.failed || 0) + (counts.cancelled || 0);
+  const parts = [`Children ${done}/${counts.total} done`];
+  for (const state of ["running", "pending", "failed", "cancelled"]) {
+    if (counts[state]) parts.push(`${counts[state]} ${state}`);
+  }
+  return h(
+    "p",
+    { class: "children-summary", dataset: { total: String(counts.total), done: String(done) } },
+    parts.join(" · "),
+  );
+}
+
 function errorBlock(error) {
   const details = Object.entries(error.details || {});
   const traceback = error.details && error.details.traceback;
@@ -262,6 +279,7 @@ export function taskCard(task, options) {
       progressBar(fraction, `${name} progress`),
       h("span", { class: "percent" }, fraction === null ? "…" : percent(fraction)),
     ),
+    childrenSummary(task),
     task.message ? h("p", { class: "message" }, task.message) : null,
     h(
       "div",

@@ -159,12 +159,14 @@ export class Store {
   }
 
   // Tasks whose parent is `parentId` ("" for top-level tasks, or tasks whose parent is not held).
+  // A child is created after its parent: one left by an earlier task of the same id is top-level.
   children(parentId) {
     const out = [];
     for (const task of this.tasks.values()) {
       const parent = task.parentId || "";
-      const top = !parent || !this.tasks.has(parent);
-      if (parentId === "" ? top : parent === parentId) out.push(task);
+      const held = this.tasks.get(parent);
+      const top = !parent || !held || revisionOf(task.createRevision) <= revisionOf(held.createRevision);
+      if (parentId === "" ? top : !top && parent === parentId) out.push(task);
     }
     return out;
   }

@@ -1,0 +1,97 @@
+"""How a parent task follows its children: their counts by state, and their weighted progress.
+
+Pure functions over `Task` messages, like `domain`: the engine finds a
+parent's children and calls `derive` whenever the parent or one of its
+children changes. The rules are those of the proto comments on
+`Task.fraction` (rule 4) and `Task.children`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from headway.v1 import task_pb2
+
+# How many levels of parents one child's change may move. The parent relation
+# cannot loop (see `is_child`), so this only bounds the work of one change.
+MAX_DEPTH = 64
+
+_COUNTED_AS = {
+    task_pb2.TASK_STATE_PENDING: "pending",
+    task_pb2.TASK_STATE_RUNNING: "running",
+    task_pb2.TASK_STATE_SUCCEEDED: "succeeded",
+    task_pb2.TASK_STATE_FAILED: "failed",
+    task_pb2.TASK_STATE_CANCELLED: "cancelled",
+}
+
+
+def is_child(task: task_pb2.Task, parent: task_pb2.Task) -> bool:
+    """Whether `task` is a child of `parent`, and not of an earlier task of the same id.
+
+    A parent must exist when its child is created, so a child is always created
+    after its parent: a task left behind by a deleted parent is not adopted by
+    a new task that reuses the id. The same rule makes a loop impossible, since
+    every step up the chain goes to a task created earlier.
+    """
+    return (
+        task.tenant == parent.tenant
+        and task.parent_id == parent.id
+        and task.create_revision > parent.create_revision
+    )
+
+
+def follows_children(task: task_pb2.Task) -> bool:
+    """A task with steps or its own reported progress keeps its own roll-up."""
+    return (
+        task.state != task_pb2.TASK_STATE_SUCCEEDED
+        and not task.steps
+        and not task.HasField("progress")
+    )
+
+
+def counts(children: Sequence[task_pb2.Task]) -> task_pb2.ChildCounts:
+    summary = task_pb2.ChildCounts(total=len(children))
+    for child in children:
+        name = _COUNTED_AS.get(child.state)
+        if name is not None:
+            setattr(summary, name, getattr(summary, name) + 1)
+    return summary
+
+
+def weighted_fraction(children: Sequence[task_pb2.Task]) -> float:
+    """The children's fractions weighted by their weights (0, from before weights, counts 1).
+
+    A child's `fraction` already is 1 when it SUCCEEDED and what it had reached
+    when it FAILED or was CANCELLED (see `domain.roll_up`), so it is used as is.
+    """
+    if not children:
+        return 0.0
+    total = math.fsum(child.weight or 1.0 for child in children)
+    done = math.fsum((child.weight or 1.0) * child.fraction for child in children)
+    return min(1.0, done / total)
+
+
+def derive(task: task_pb2.Task, children: Sequence[task_pb2.Task]) -> bool:
+    """Set the fields of `task` that follow its `children`; whether any of them changed.
+
+    The engine calls it on every change of the task itself (so the agent's own
+    reports, including the one that brings it to rest, keep what the children
+    reached) and on every change of a child while the task is not at rest.
+    O(len(children)): fine for thousands of children per parent.
+    """
+    before_counts = task_pb2.ChildCounts()
+    before_counts.CopyFrom(task.children)
+    had_counts = task.HasField("children")
+    before_fraction = task.fraction
+    if children:
+        task.children.CopyFrom(counts(children))
+    else:
+        task.ClearField("children")
+    if follows_children(task):
+        task.fraction = weighted_fraction(children)
+    return (
+        task.fraction != before_fraction
+        or task.HasField("children") != had_counts
+        or task.children != before_counts
+    )
