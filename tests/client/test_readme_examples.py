@@ -8,8 +8,10 @@ server through HEADWAY_SERVER as a reader would point it at theirs.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,6 +33,30 @@ def section(title: str) -> str:
 
 def python_blocks(title: str) -> list[str]:
     return [body for info, body in FENCE.findall(section(title)) if info.split()[:1] == ["python"]]
+
+
+def reading_commands() -> list[str]:
+    """The ```sh lines of "Command line" that read tasks and end by themselves (not `demo`,
+    `watch`, nor `cancel` of a task the examples do not make), comments dropped."""
+    blocks = [body for info, body in FENCE.findall(section("Command line")) if info == "sh"]
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith(("headway tasks", "headway logs"))]
+
+
+async def run_command(line: str, target: str) -> str:
+    argv = shlex.split(line)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "headway.cli",
+        *argv[1:],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "HEADWAY_SERVER": target},
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, f"{line}\n{stderr.decode()}"
+    return stdout.decode()
 
 
 async def run_example(code: str, tmp_path: Path, target: str) -> str:
@@ -72,6 +98,14 @@ async def test_agent_and_viewer_examples_run_verbatim(
 
     stored = await harness.client().get_task("nightly-report")
     assert stored.steps[0].progress.units.current == 120
+
+    # The command line examples that read what the agents left: run as written.
+    outputs = {line: await run_command(line, harness.target) for line in reading_commands()}
+    assert len(outputs) == 3, outputs
+    tail = next(out for line, out in outputs.items() if "--tail 20" in line)
+    assert tail.rstrip().endswith("fetched 120 files source=s3"), tail
+    failed = next(out for line, out in outputs.items() if line.startswith("headway tasks"))
+    assert [task["state"] for task in json.loads(failed)] == ["TASK_STATE_FAILED"]
 
     # The criteria example makes a new task each run, so it works again on the same server.
     assert await run_example(agents[4], tmp_path, harness.target) == criteria
