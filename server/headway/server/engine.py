@@ -63,6 +63,10 @@ logger = logging.getLogger(__name__)
 
 TaskKey = tuple[str, str]
 
+# A report that only moves a task's fractions refreshes its estimates at most
+# this often (see `Estimator.refresh`): an ETA lags the progress by at most this.
+ETA_REFRESH_INTERVAL_NS = 500_000_000
+
 
 class ChangeKind(enum.Enum):
     CREATED = "created"
@@ -230,7 +234,9 @@ class Engine:
         self._stopping = False
         self._refusing = False
         self._committing = False
-        self.estimator = Estimator(settings.eta_smoothing.total_seconds())
+        self.estimator = Estimator(
+            settings.eta_smoothing.total_seconds(), min_interval_ns=ETA_REFRESH_INTERVAL_NS
+        )
         self.observer = CommitObserver()
         # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
         # the lease of every task not at rest, the deadline of every pending cancel
