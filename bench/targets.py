@@ -54,6 +54,27 @@ def _rss_at_1000(results: dict[str, Any]) -> float | None:
     return max(peaks) * BYTES_PER_MIB / 1e6 if peaks else None
 
 
+def _cpu_per_write_ratio(key: str) -> Callable[[dict[str, Any]], float | None]:
+    """Headway's server CPU per acknowledged write over the baseline's, in one paced scenario."""
+
+    def measure(results: dict[str, Any]) -> float | None:
+        scenario = results.get("paced", {}).get(key, {})
+        ours = scenario.get("headway", {}).get("server_cpu_us_per_write")
+        theirs = scenario.get("baseline", {}).get("server_cpu_us_per_write")
+        return float(ours) / float(theirs) if ours and theirs else None
+
+    return measure
+
+
+def _rss_after_start(results: dict[str, Any]) -> float | None:
+    """RSS just after start-up on the large history (100k tasks, 1M events), in MB."""
+    history = results.get("history", {})
+    if history.get("tasks", 0) < 100_000:  # the quick profile's history is smaller
+        return None
+    rss = history.get("loaded", {}).get("rss_after_start_mib")
+    return float(rss) * BYTES_PER_MIB / 1e6 if isinstance(rss, int | float) else None
+
+
 def targets(paced_keys: list[tuple[str, str]]) -> list[Target]:
     """Every target; `paced_keys` are the (key, title) of the paced scenarios that ran."""
     fixed = [
@@ -70,6 +91,12 @@ def targets(paced_keys: list[tuple[str, str]]) -> list[Target]:
         Target("max durable writes/s, 8 agents, N=1", "/s", 3300, False, _max_writes(8)),
         Target("server peak RSS with N=1000 subscribers", "MB", 100, True,
                _rss_at_1000),
+        Target("max durable writes/s, 8 agents, N=1 (write path)", "/s", 2800, False,
+               _max_writes(8)),
+        Target("server CPU per write vs baseline, N=1, 200 updates/s", "x", 1.2, True,
+               _cpu_per_write_ratio("n1_200")),
+        Target("RSS after start with the large history (100k tasks, 1M events)", "MB", 150,
+               True, _rss_after_start),
     ]  # fmt: skip
     relative = []
     for key, title in paced_keys:

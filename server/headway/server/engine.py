@@ -30,9 +30,11 @@ import bisect
 import enum
 import heapq
 import logging
+import sys
 import time
 from collections.abc import Callable, ItemsView, Iterator, Sequence, ValuesView
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -42,6 +44,7 @@ from headway.server.config import Settings
 from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.eta import Estimator
 from headway.server.filtering import TaskFacts
+from headway.server.held import Held
 from headway.server.hub import Hub
 from headway.server.idempotency import RequestBook, RequestKey, check_same_request, fingerprint
 from headway.server.store.base import (
@@ -59,6 +62,10 @@ from headway.v1 import event_pb2, log_pb2, task_pb2
 logger = logging.getLogger(__name__)
 
 TaskKey = tuple[str, str]
+
+# A report that only moves a task's fractions refreshes its estimates at most
+# this often (see `Estimator.refresh`): an ETA lags the progress by at most this.
+ETA_REFRESH_INTERVAL_NS = 500_000_000
 
 
 class ChangeKind(enum.Enum):
@@ -144,6 +151,7 @@ class _Staged:
     batch: CommitBatch
     heads: dict[str, int] = field(default_factory=dict)  # tenants' revisions in the group
     overlay: dict[TaskKey, task_pb2.Task | None] = field(default_factory=dict)
+    rows: dict[TaskKey, bytes] = field(default_factory=dict)  # the overlay's tasks, encoded
     requests: dict[RequestKey, tuple[_Command, RequestRecord]] = field(default_factory=dict)
     leases: dict[TaskKey, int] = field(default_factory=dict)
     stored: set[TaskKey] = field(default_factory=set)
@@ -215,7 +223,7 @@ class Engine:
         self._hub = hub
         self._settings = settings
         self._clock = clock
-        self._tasks: dict[TaskKey, task_pb2.Task] = {}
+        self._tasks: dict[TaskKey, Held] = {}  # see `held` for why bytes
         self._order: dict[str, list[tuple[int, str]]] = {}
         self._requests = RequestBook(settings.idempotency_max_records)
         self._queue: list[_Command] = []
@@ -226,7 +234,9 @@ class Engine:
         self._stopping = False
         self._refusing = False
         self._committing = False
-        self.estimator = Estimator(settings.eta_smoothing.total_seconds())
+        self.estimator = Estimator(
+            settings.eta_smoothing.total_seconds(), min_interval_ns=ETA_REFRESH_INTERVAL_NS
+        )
         self.observer = CommitObserver()
         # Indexes for housekeeping, kept in step with `_tasks` by `_remember`:
         # the lease of every task not at rest, the deadline of every pending cancel
@@ -253,7 +263,7 @@ class Engine:
         )
         for data, lease_expire_ns in loaded.tasks:
             task = task_pb2.Task.FromString(data)
-            self._remember(task, lease_expire_ns)
+            self._remember(task, data, lease_expire_ns)
             stored, active = self.counts(task.tenant)
             self._counts[task.tenant] = (stored + 1, active + (not domain.is_resting(task.state)))
         self._requests.remember(loaded.requests)
@@ -296,20 +306,23 @@ class Engine:
     # -- reads --------------------------------------------------------------------
 
     def get(self, tenant: str, task_id: str) -> task_pb2.Task:
-        task = self._tasks.get((tenant, task_id))
-        if task is None:
+        held = self._tasks.get((tenant, task_id))
+        if held is None:
             raise task_not_found(task_id)
-        return task
+        return held.task()
 
     def tasks_after(self, tenant: str, create_revision: int) -> Iterator[task_pb2.Task]:
         """The tenant's tasks created after `create_revision`, oldest first."""
         order = self._order.get(tenant, [])
         start = bisect.bisect_right(order, (create_revision, "\U0010ffff"))
         for _, task_id in order[start:]:
-            yield self._tasks[(tenant, task_id)]
+            yield self._tasks[(tenant, task_id)].task()
 
-    def all_tasks(self) -> ValuesView[task_pb2.Task]:
-        """Every task in memory, of every tenant (the metrics count them at scrape time)."""
+    def all_tasks(self) -> ValuesView[Held]:
+        """Every task in memory, of every tenant (the metrics count them at scrape time).
+
+        As kept (`Held`): the state and the stalled flag without parsing anything.
+        """
         return self._tasks.values()
 
     def tasks_of(self, tenant: str) -> Iterator[task_pb2.Task]:
@@ -333,7 +346,8 @@ class Engine:
         return self._clock()
 
     def find(self, key: TaskKey) -> task_pb2.Task | None:
-        return self._tasks.get(key)
+        held = self._tasks.get(key)
+        return None if held is None else held.task()
 
     def head(self, tenant: str) -> int:
         """The tenant's revision: that of its latest committed change."""
@@ -421,7 +435,7 @@ class Engine:
             # The first answer carried the cancel request pending at the time; one
             # recorded later (at a higher revision) was not part of it.
             task = task_pb2.Task(id=event.facts.task_id)
-            current = self._tasks.get((record.tenant, event.facts.task_id))
+            current = self.find((record.tenant, event.facts.task_id))
             if current is not None and current.cancel_request.revision <= event.revision:
                 task.cancel_request.CopyFrom(current.cancel_request)
             if not task.cancel_request.revision:
@@ -557,12 +571,8 @@ class Engine:
         if earlier is not None:
             return earlier
         key = (command.tenant, command.task_id)
-        current = staged.overlay[key] if key in staged.overlay else self._tasks.get(key)
+        current, working = self._current(key, staged)
         _check_expected_revision(command, current)
-        working: task_pb2.Task | None = None
-        if current is not None:
-            working = task_pb2.Task()
-            working.CopyFrom(current)
         revision = staged.heads.get(command.tenant, self.head(command.tenant)) + 1
         lease_before = staged.leases.get(key, self._leases.get(key, 0))
         counts = staged.counts.get(command.tenant) or self.counts(command.tenant)
@@ -572,7 +582,7 @@ class Engine:
             revision=revision,
             now=now,
             now_ns=now_ns,
-            lookup=lambda task_id: _lookup(self._tasks, staged.overlay, command.tenant, task_id),
+            lookup=lambda task_id: self._view((command.tenant, task_id), staged, {}),
             lease_expire_ns=lease_before,
             stored_tasks=counts[0],
             active_tasks=counts[1],
@@ -689,7 +699,30 @@ class Engine:
         """A task as the change being staged sees it: its own edits, the group's, then memory."""
         if key in pending:
             return pending[key]
-        return _lookup(self._tasks, staged.overlay, *key)
+        if key in staged.overlay:
+            return staged.overlay[key]
+        held = self._tasks.get(key)
+        if held is None:
+            return None
+        # A task at rest is parsed again; a parent's roll-up reads all its
+        # children, so the parses of recent ones are kept (bounded, see `_parse`).
+        return held.parsed if held.parsed is not None else _parse(held.data)
+
+    def _current(
+        self, key: TaskKey, staged: _Staged
+    ) -> tuple[task_pb2.Task | None, task_pb2.Task | None]:
+        """The task as the group sees it, and a private working copy of it (one copy)."""
+        if key in staged.overlay:
+            current = staged.overlay[key]
+            if current is None:
+                return None, None
+            working = task_pb2.Task()
+            working.CopyFrom(current)
+            return current, working
+        held = self._tasks.get(key)
+        if held is None:
+            return None, None
+        return held.task(), held.copy()
 
     def _children_of(
         self,
@@ -771,6 +804,7 @@ class Engine:
             batch.logs.extend(records.log_records(tenant, encoded.logs))
         elif change.kind is ChangeKind.DELETED:
             staged.overlay[key] = None
+            staged.rows.pop(key, None)
             batch.deletes.append(key)
         else:
             if task.state == task_pb2.TASK_STATE_SUCCEEDED and previous_state != task.state:
@@ -779,6 +813,7 @@ class Engine:
                     for step_key, seconds in eta.durations(task)
                 )
             staged.overlay[key] = task
+            staged.rows[key] = encoded.task
             staged.stored.add(key)
             batch.upserts.append(
                 TaskRow(tenant, task.id, task.create_revision, encoded.task, lease_expire_ns)
@@ -840,27 +875,33 @@ class Engine:
             if task is None:
                 self._forget(tenant, task_id)
             else:
-                self._remember(task, staged.leases.get((tenant, task_id)))
+                data = staged.rows[(tenant, task_id)]
+                self._remember(task, data, staged.leases.get((tenant, task_id)))
         for run in staged.batch.durations:
             self.estimator.history.record(run.tenant, run.kind, run.step_key, run.seconds)
         self._requests.remember(record for _, record in staged.requests.values())
         self._counts.update(staged.counts)
         self._heads.update(staged.heads)
 
-    def _remember(self, task: task_pb2.Task, lease_expire_ns: int | None = None) -> None:
-        key = (task.tenant, task.id)
-        before = self._tasks.get(key)
+    def _remember(
+        self, task: task_pb2.Task, data: bytes, lease_expire_ns: int | None = None
+    ) -> None:
+        # One string object per tenant, and one per id shared by every index.
+        tenant, task_id = sys.intern(task.tenant), task.id
+        key = (tenant, task_id)
+        held = self._tasks.get(key)
+        before = None if held is None else held.task()
         if before is None:
-            self._order.setdefault(task.tenant, []).append((task.create_revision, task.id))
+            self._order.setdefault(tenant, []).append((task.create_revision, task_id))
         elif before.parent_id != task.parent_id:  # deleted and created again in one group
             self._unlink(before)
         if task.parent_id:
-            self._children.setdefault((task.tenant, task.parent_id), set()).add(task.id)
-        self._tasks[key] = task
+            self._children.setdefault((tenant, task.parent_id), set()).add(task_id)
+        self._tasks[key] = Held(data, task)
         if domain.is_resting(task.state):
             self._leases.pop(key, None)
             self._cancel_deadlines.pop(key, None)
-            heapq.heappush(self._finished, (task.finish_time.ToNanoseconds(), *key))
+            heapq.heappush(self._finished, (task.finish_time.ToNanoseconds(), tenant, task_id))
             return
         if lease_expire_ns is not None:
             self._leases[key] = lease_expire_ns
@@ -872,9 +913,10 @@ class Engine:
     def _forget(self, tenant: str, task_id: str) -> None:
         self._leases.pop((tenant, task_id), None)
         self._cancel_deadlines.pop((tenant, task_id), None)
-        task = self._tasks.pop((tenant, task_id), None)
-        if task is None:
+        held = self._tasks.pop((tenant, task_id), None)
+        if held is None:
             return
+        task = held.task()
         self._unlink(task)
         order = self._order[tenant]
         position = bisect.bisect_left(order, (task.create_revision, task.id))
@@ -892,7 +934,7 @@ class Engine:
 
     def children(self, tenant: str, parent_id: str) -> list[task_pb2.Task]:
         """The task's children as committed (for checks that the index is right)."""
-        parent = self._tasks.get((tenant, parent_id))
+        parent = self.find((tenant, parent_id))
         if parent is None:
             return []
         return self._children_of(parent, _Staged(batch=CommitBatch()), {}, {})
@@ -922,8 +964,8 @@ class Engine:
         taken: list[TaskKey] = []
         while self._finished and self._finished[0][0] <= cutoff_ns and len(taken) < limit:
             _, tenant, task_id = heapq.heappop(self._finished)
-            task = self._tasks.get((tenant, task_id))
-            if task is not None and domain.is_resting(task.state):
+            held = self._tasks.get((tenant, task_id))
+            if held is not None and domain.is_resting(held.state):
                 taken.append((tenant, task_id))
         return taken
 
@@ -976,11 +1018,11 @@ def _check_expected_revision(command: _Command, current: task_pb2.Task | None) -
         )
 
 
-def _lookup(
-    tasks: dict[TaskKey, task_pb2.Task],
-    overlay: dict[TaskKey, task_pb2.Task | None],
-    tenant: str,
-    task_id: str,
-) -> task_pb2.Task | None:
-    key = (tenant, task_id)
-    return overlay[key] if key in overlay else tasks.get(key)
+@lru_cache(maxsize=2048)
+def _parse(data: bytes) -> task_pb2.Task:
+    """A task at rest, parsed for a roll-up; the newest parses are kept, never changed.
+
+    Keyed by the bytes themselves (a bytes object keeps its hash), so a task
+    that changed is simply parsed afresh; at most a few MB are held.
+    """
+    return task_pb2.Task.FromString(data)

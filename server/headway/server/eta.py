@@ -205,6 +205,11 @@ class Estimator:
     # changed (None: absent), so that a group (or one mutation of it) that is
     # not committed leaves the rates exactly as they were.
     _journal: list[tuple[TrackerKey, RateTracker | None]] | None = None
+    # Throttle (0: off): a report that only moves fractions, within this long of
+    # the task's last refresh, keeps the estimates it has (see `refresh`).
+    min_interval_ns: int = 0
+    # Each task's last refresh: when, and the shape (states) it saw.
+    _refreshed: dict[tuple[str, str], tuple[int, _Shape]] = field(default_factory=dict)
 
     def begin(self) -> None:
         """Start journaling tracker changes; `rollback_to` undoes them, `end` keeps them."""
@@ -234,7 +239,26 @@ class Estimator:
             self._journal.append((ident, None if previous is None else replace(previous)))
 
     def refresh(self, task: task_pb2.Task, now_ns: int) -> None:
-        """Observe the task's progress and recompute every estimate on it."""
+        """Observe the task's progress and recompute every estimate on it.
+
+        With `min_interval_ns` set, a change that moves only fractions (no task
+        or step state changed, no step added) within that long of the task's
+        last refresh keeps the estimates the task carries: recomputing them on
+        every report of a fast agent costs more than the rest of the write, and
+        says little more. So an estimate lags the progress it reflects by at
+        most `min_interval_ns`; any change of state refreshes it at once. The
+        rate trackers see fewer, wider-spaced observations, which their
+        time-weighted average is made for. The refresh times are not journaled:
+        a change that is not committed may only delay the next refresh, within
+        the same bound.
+        """
+        key = (task.tenant, task.id)
+        shape = _shape(task)
+        if self.min_interval_ns and not domain.is_resting(task.state):
+            last = self._refreshed.get(key)
+            if last is not None and last[1] == shape and now_ns - last[0] < self.min_interval_ns:
+                return
+            self._refreshed[key] = (now_ns, shape)
         task.ClearField("eta")
         for step in task.steps:
             step.ClearField("eta")
@@ -335,6 +359,7 @@ class Estimator:
         return tracker
 
     def forget(self, task: task_pb2.Task) -> None:
+        self._refreshed.pop((task.tenant, task.id), None)
         for key in [TASK_KEY, *(step.key for step in task.steps)]:
             ident = (task.tenant, task.id, key)
             if ident in self._trackers:
@@ -344,6 +369,14 @@ class Estimator:
     def tracker_state(self) -> dict[TrackerKey, RateTracker]:
         """A copy of every tracker, for comparing the estimator's state before and after."""
         return {ident: replace(tracker) for ident, tracker in self._trackers.items()}
+
+
+_Shape = tuple[int, tuple[int, ...]]
+
+
+def _shape(task: task_pb2.Task) -> _Shape:
+    """What must be unchanged for a report to keep its estimates: the states, and the steps."""
+    return task.state, tuple(step.state for step in task.steps)
 
 
 def durations(task: task_pb2.Task) -> list[tuple[str, float]]:

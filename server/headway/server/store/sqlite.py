@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -463,6 +464,12 @@ def _contains_folded(text: str | None, needle: str | None) -> bool:
     return text is not None and needle is not None and needle.casefold() in text.casefold()
 
 
+@lru_cache(maxsize=4096)
+def _labels_json(labels: tuple[tuple[str, str], ...]) -> str:
+    """The labels column: a task's labels never change, so each set is encoded once."""
+    return json.dumps(dict(labels), sort_keys=True) if labels else "{}"
+
+
 def _event_to_row(event: EventRecord) -> tuple[object, ...]:
     facts = event.facts
     return (
@@ -471,7 +478,7 @@ def _event_to_row(event: EventRecord) -> tuple[object, ...]:
         facts.task_id,
         facts.kind,
         facts.parent_id,
-        json.dumps(dict(facts.labels), sort_keys=True),
+        _labels_json(tuple(facts.labels.items())),
         facts.state,
         facts.previous_state,
         int(event.is_log),
