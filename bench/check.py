@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench import conflation
 from bench.scenarios import Profile
 
 
@@ -100,6 +101,7 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
         "idle": ("idle_memory", 2),
         "history": ("history", None),
         "sse": ("sse", len(profile.sse)),
+        "conflation": ("conflation", None),
     }
     for section in sections:
         key, count = expected[section]
@@ -144,6 +146,7 @@ def anomalies(results: dict[str, Any]) -> list[str]:
                     f"{where}: caught up {r['catch_up_events']} events to revision "
                     f"{r['last_revision']}, expected {events}"
                 )
+    found += conflation.problems(results)
     for section in ("paced", "sse"):
         for key, scenario in results.get(section, {}).items():
             for name in ("deliveries_ratio", "p99_ratio"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import conflation
+
 Getter = Callable[[dict[str, Any]], Any]
 
 
@@ -371,6 +373,7 @@ def render(results: dict[str, Any]) -> str:
         *_tenants(results),
         *_idle(results),
         *_history(results),
+        *conflation.render(results),
     ]
     if results.get("missing") or results.get("anomalies"):
         lines += ["## Missing figures and anomalies", ""]

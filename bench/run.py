@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import check, extras, machine, report
+from bench import check, conflation, extras, machine, report
 from bench.history import ensure_history
 from bench.identity import write_token_file
 from bench.load import LoadSpec, run_load
@@ -39,7 +39,7 @@ OUT = Path("bench/out")
 UNLIMITED = ("--quota-mutation-rate", "0")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL", *UNLIMITED))
 HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL", *UNLIMITED))
-SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse")
+SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse", "conflation")
 # The SSE section's server: the HTTP gateway on too, for both transports of a pair.
 HEADWAY_HTTP = replace(HEADWAY_FULL, http=True)
 # Noisy neighbours: a quiet tenant's paced writes beside a tenant writing flat out,
@@ -159,6 +159,14 @@ class Runner:
                 sse.get("latency", {}).get("p99_ms"), grpc.get("latency", {}).get("p99_ms")
             )
             section[scenario.key] = entry
+
+    def conflation(self) -> None:
+        """A CONFLATE subscriber at a tenth of the write rate (bench/conflation.py)."""
+        plan = conflation.PLANS[self.profile.name]
+        workdir = self.workroot / "conflation"
+        self.results["conflation"] = self._attempt(
+            "conflation", lambda: conflation.measure(workdir, plan["seconds"], plan["rate"])
+        )
 
     def max_writes(self) -> None:
         p = self.profile
@@ -345,6 +353,7 @@ def main() -> None:
         "idle": runner.idle,
         "history": runner.history,
         "sse": runner.sse,
+        "conflation": runner.conflation,
     }
     for name in sections:
         print(f"{name}:", flush=True)

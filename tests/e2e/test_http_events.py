@@ -118,6 +118,8 @@ async def test_refusals_before_the_stream_starts(harness: ServerHarness) -> None
     assert (status, reason(body)) == (400, "FIELD_VIOLATION")
     status, body = await get_json(f"{harness.http_url}/v1/events?onCompacted=sometimes")
     assert (status, reason(body)) == (400, "MALFORMED_REQUEST")
+    status, body = await get_json(f"{harness.http_url}/v1/events?slowConsumer=sometimes")
+    assert (status, reason(body)) == (400, "MALFORMED_REQUEST")
 
 
 async def test_compaction_means_resync_then_snapshot(

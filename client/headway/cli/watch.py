@@ -293,7 +293,14 @@ async def watch(
     with display_for(board) as display:
         helpers = [asyncio.create_task(display.tick())]
         try:
-            async for event in subscribe(client, filter, include_logs=include_logs):
+            # A watch shows each task's latest state: a terminal that falls behind is
+            # brought up to date in one conflated batch rather than cut off.
+            async for event in subscribe(
+                client,
+                filter,
+                include_logs=include_logs,
+                slow_consumer=task_service_pb2.SLOW_CONSUMER_POLICY_CONFLATE,
+            ):
                 previous = (
                     view.tasks.get(event.task.id) if isinstance(event, events.TaskEvent) else None
                 )

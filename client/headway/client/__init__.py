@@ -32,6 +32,7 @@ from headway.client.errors import (
     UnavailableError,
 )
 from headway.client.events import (
+    Conflation,
     Created,
     Deleted,
     Event,
@@ -77,6 +78,7 @@ __all__ = [
     "CancelRequest",
     "CancelledError",
     "ChildCounts",
+    "Conflation",
     "Created",
     "Criterion",
     "DeadlineExceededError",

@@ -529,6 +529,9 @@ class HeadwayClient:
         on_compacted: task_service_pb2.CompactedPolicy.ValueType = (
             task_service_pb2.COMPACTED_POLICY_UNSPECIFIED
         ),
+        slow_consumer: task_service_pb2.SlowConsumerPolicy.ValueType = (
+            task_service_pb2.SLOW_CONSUMER_POLICY_UNSPECIFIED
+        ),
     ) -> AsyncGenerator[event_pb2.Event, None]:
         """Every event of one Subscribe call, in order. Ends when the stream ends.
 
@@ -543,6 +546,7 @@ class HeadwayClient:
             end_at_rest=end_at_rest,
             heartbeat_interval=duration(heartbeat_interval),
             on_compacted=on_compacted,
+            slow_consumer=slow_consumer,
         )
         call = self.stub.Subscribe(request, metadata=self.metadata)
         try:

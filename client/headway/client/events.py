@@ -29,13 +29,42 @@ class ResyncReason(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Conflation:
+    """What a conflated batch covers: the subscriber fell behind and asked to conflate.
+
+    The batch stands for every matching change in (`after_revision`,
+    `through_revision`]: one event per task, its latest change there. The other
+    changes were collapsed; `logs_dropped` of them were log appends, which
+    ListLogs still returns. Resuming from any event's revision misses no task's
+    latest state.
+    """
+
+    after_revision: int
+    through_revision: int
+    collapsed_events: int
+    logs_dropped: int
+
+    @staticmethod
+    def of(raw: event_pb2.Event) -> Conflation | None:
+        if not raw.HasField("conflation"):
+            return None
+        c = raw.conflation
+        return Conflation(c.after_revision, c.through_revision, c.collapsed_events, c.logs_dropped)
+
+
+@dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """A change that carries a whole task: `Snapshot`, `Created`, `Updated` or `Deleted`."""
+    """A change that carries a whole task: `Snapshot`, `Created`, `Updated` or `Deleted`.
+
+    `conflation` is set when the change came in a conflated batch: then it is
+    the task's latest state, and earlier changes of it may not have been sent.
+    """
 
     revision: int
     task: Task
     commit_time: datetime | None
     raw: event_pb2.Event = field(repr=False)
+    conflation: Conflation | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +164,7 @@ def from_proto(raw: event_pb2.Event) -> Event | None:
     commit_time = time_or_none(raw, "commit_time")
     if which in _TASK_EVENTS:
         task = Task.from_proto(getattr(raw, which))
-        return _TASK_EVENTS[which](raw.revision, task, commit_time, raw)
+        return _TASK_EVENTS[which](raw.revision, task, commit_time, raw, Conflation.of(raw))
     if which == "logs_appended":
         appended = raw.logs_appended
         entries = tuple(
@@ -154,6 +183,7 @@ def from_proto(raw: event_pb2.Event) -> Event | None:
 
 
 __all__ = [
+    "Conflation",
     "Created",
     "Deleted",
     "Event",

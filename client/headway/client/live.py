@@ -32,6 +32,14 @@ class LiveView:
     the snapshot is in. A task that stops matching a state filter stays in the view
     with the state it left with; a deleted task leaves it.
 
+    A view needs each task's latest state, not every step on the way, so it
+    subscribes with `slow_consumer` CONFLATE by default: a view that falls behind
+    (a busy display, a stalled event loop) is brought up to date in one batch
+    instead of being cut off and replaying every change. The final state of every
+    task is never lost, but a state that lasted only while the view was behind
+    may be skipped (and with `include_logs`, the log lines of that stretch, which
+    ListLogs still has); pass SLOW_CONSUMER_POLICY_END to see every change.
+
     Attributes:
         tasks: The tasks by id, in the order they were first seen.
         logs: The latest log lines of each task (only with `include_logs`).
@@ -48,10 +56,14 @@ class LiveView:
         include_logs: bool = False,
         log_lines: int = 50,
         heartbeat_interval: timedelta | None = None,
+        slow_consumer: task_service_pb2.SlowConsumerPolicy.ValueType = (
+            task_service_pb2.SLOW_CONSUMER_POLICY_CONFLATE
+        ),
         retry: RetryPolicy = RECONNECT_POLICY,
     ) -> None:
         self._client = client
         self._filter = filter
+        self._slow_consumer = slow_consumer
         self._include_logs = include_logs
         self._log_lines = log_lines
         self._heartbeat_interval = heartbeat_interval
@@ -133,6 +145,7 @@ class LiveView:
                 self._filter,
                 include_logs=self._include_logs,
                 heartbeat_interval=self._heartbeat_interval,
+                slow_consumer=self._slow_consumer,
                 retry=self._retry,
             ):
                 self.apply(event)

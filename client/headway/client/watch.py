@@ -83,9 +83,13 @@ class Subscription:
         on_compacted: task_service_pb2.CompactedPolicy.ValueType = (
             task_service_pb2.COMPACTED_POLICY_RESYNC
         ),
+        slow_consumer: task_service_pb2.SlowConsumerPolicy.ValueType = (
+            task_service_pb2.SLOW_CONSUMER_POLICY_END
+        ),
         retry: RetryPolicy = RECONNECT_POLICY,
     ) -> None:
         self._client = client
+        self._slow_consumer = slow_consumer
         self._filter = filter
         self._include_logs = include_logs
         self._end_at_rest = end_at_rest
@@ -120,6 +124,7 @@ class Subscription:
                 end_at_rest=self._end_at_rest,
                 heartbeat_interval=self._heartbeat_interval,
                 on_compacted=self._on_compacted,
+                slow_consumer=self._slow_consumer,
             )
             try:
                 # aclosing: a consumer that stops iterating ends the call at once.
@@ -213,6 +218,9 @@ def subscribe(
     on_compacted: task_service_pb2.CompactedPolicy.ValueType = (
         task_service_pb2.COMPACTED_POLICY_RESYNC
     ),
+    slow_consumer: task_service_pb2.SlowConsumerPolicy.ValueType = (
+        task_service_pb2.SLOW_CONSUMER_POLICY_END
+    ),
     retry: RetryPolicy = RECONNECT_POLICY,
 ) -> Subscription:
     """Subscribe to the tasks matching `filter`, resuming by itself whenever the stream breaks.
@@ -228,6 +236,11 @@ def subscribe(
             resume revision forward, so a narrow filter resumes cheaply.
         on_compacted: What the server does when the resume revision was compacted:
             RESYNC (a `Resync`, a snapshot and `Synced`) or FAIL (OutOfRangeError).
+        slow_consumer: What the server does when this reader falls too far behind:
+            END (the default: the stream breaks and resumes by itself, and every
+            change is delivered) or CONFLATE (the stream goes on, and the changes
+            it fell behind on arrive collapsed to each task's latest, marked by
+            `TaskEvent.conflation`; log lines in between are not delivered).
         retry: How to wait between reconnects and how long to keep trying.
 
     Returns:
@@ -241,6 +254,7 @@ def subscribe(
         end_at_rest=end_at_rest,
         heartbeat_interval=heartbeat_interval,
         on_compacted=on_compacted,
+        slow_consumer=slow_consumer,
         retry=retry,
     )
 

@@ -27,7 +27,7 @@ from headway.v1 import log_pb2 as headway_dot_v1_dot_log__pb2
 from headway.v1 import task_pb2 as headway_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16headway/v1/event.proto\x12\nheadway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14headway/v1/log.proto\x1a\x15headway/v1/task.proto\"F\n\x0cLogsAppended\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x14.headway.v1.LogEntry\"\x08\n\x06Synced\"\x0b\n\tHeartbeat\"K\n\x06Resync\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.headway.v1.ResyncReason\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x03\"\x92\x03\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12$\n\x08snapshot\x18\x02 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07updated\x18\x04 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07\x64\x65leted\x18\x05 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12\x31\n\rlogs_appended\x18\x06 \x01(\x0b\x32\x18.headway.v1.LogsAppendedH\x00\x12$\n\x06synced\x18\x07 \x01(\x0b\x32\x12.headway.v1.SyncedH\x00\x12*\n\theartbeat\x18\x08 \x01(\x0b\x32\x15.headway.v1.HeartbeatH\x00\x12$\n\x06resync\x18\t \x01(\x0b\x32\x12.headway.v1.ResyncH\x00\x12/\n\x0b\x63ommit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04kind*S\n\x0cResyncReason\x12\x1d\n\x19RESYNC_REASON_UNSPECIFIED\x10\x00\x12$\n RESYNC_REASON_REVISION_COMPACTED\x10\x01\x42\x16Z\x14headway/v1;headwayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16headway/v1/event.proto\x12\nheadway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14headway/v1/log.proto\x1a\x15headway/v1/task.proto\"F\n\x0cLogsAppended\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12%\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x14.headway.v1.LogEntry\"\x08\n\x06Synced\"\x0b\n\tHeartbeat\"K\n\x06Resync\x12(\n\x06reason\x18\x01 \x01(\x0e\x32\x18.headway.v1.ResyncReason\x12\x17\n\x0foldest_revision\x18\x02 \x01(\x03\"n\n\nConflation\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x03\x12\x18\n\x10through_revision\x18\x02 \x01(\x03\x12\x18\n\x10\x63ollapsed_events\x18\x03 \x01(\x03\x12\x14\n\x0clogs_dropped\x18\x04 \x01(\x03\"\xbe\x03\n\x05\x45vent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12$\n\x08snapshot\x18\x02 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07updated\x18\x04 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12#\n\x07\x64\x65leted\x18\x05 \x01(\x0b\x32\x10.headway.v1.TaskH\x00\x12\x31\n\rlogs_appended\x18\x06 \x01(\x0b\x32\x18.headway.v1.LogsAppendedH\x00\x12$\n\x06synced\x18\x07 \x01(\x0b\x32\x12.headway.v1.SyncedH\x00\x12*\n\theartbeat\x18\x08 \x01(\x0b\x32\x15.headway.v1.HeartbeatH\x00\x12$\n\x06resync\x18\t \x01(\x0b\x32\x12.headway.v1.ResyncH\x00\x12/\n\x0b\x63ommit_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\nconflation\x18\x0b \x01(\x0b\x32\x16.headway.v1.ConflationB\x06\n\x04kind*S\n\x0cResyncReason\x12\x1d\n\x19RESYNC_REASON_UNSPECIFIED\x10\x00\x12$\n RESYNC_REASON_REVISION_COMPACTED\x10\x01\x42\x16Z\x14headway/v1;headwayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'headway.v1.event_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\024headway/v1;headwayv1'
-  _globals['_RESYNCREASON']._serialized_start=693
-  _globals['_RESYNCREASON']._serialized_end=776
+  _globals['_RESYNCREASON']._serialized_start=849
+  _globals['_RESYNCREASON']._serialized_end=932
   _globals['_LOGSAPPENDED']._serialized_start=116
   _globals['_LOGSAPPENDED']._serialized_end=186
   _globals['_SYNCED']._serialized_start=188
@@ -45,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEARTBEAT']._serialized_end=209
   _globals['_RESYNC']._serialized_start=211
   _globals['_RESYNC']._serialized_end=286
-  _globals['_EVENT']._serialized_start=289
-  _globals['_EVENT']._serialized_end=691
+  _globals['_CONFLATION']._serialized_start=288
+  _globals['_CONFLATION']._serialized_end=398
+  _globals['_EVENT']._serialized_start=401
+  _globals['_EVENT']._serialized_end=847
 # @@protoc_insertion_point(module_scope)

@@ -142,11 +142,79 @@ class Resync(_message.Message):
 Global___Resync: _TypeAlias = Resync  # noqa: Y015
 
 @_typing.final
+class Conflation(_message.Message):
+    """Marks a change event delivered by a conflated batch: the subscriber asked
+    for `SubscribeRequest.slow_consumer` CONFLATE and fell too far behind, so
+    the server collapsed the changes it had not yet sent.
+
+    The rules of a conflated batch:
+    - It covers the revision range (`after_revision`, `through_revision`]:
+      every matching change in that range is represented, and no change outside
+      it. `after_revision` is the revision of the last change the stream sent
+      before the batch (or the revision it started from: the snapshot's, or
+      `start_revision`).
+    - It holds one event per task that changed in the range: the task's latest
+      change, with that change's own revision, kind and commit time. Its other
+      changes in the range are superseded and not sent, so a task may arrive as
+      `updated` although its `created` was collapsed: apply a conflated event as
+      the whole current state of its task.
+    - A task deleted in the range arrives as `deleted`, even when it was also
+      created in the range.
+    - `logs_appended` events in the range are not sent; `logs_dropped` counts
+      them. ListLogs still returns their lines.
+    - Events come in strictly increasing revision order, as always, and every
+      event of the batch carries the same `Conflation`.
+    - Resuming from the revision of any event received, inside a batch or
+      after it, misses no task's latest state and repeats nothing: each task's
+      latest change in the range was either received (its revision is not
+      above the resume point) or is sent again by the resumed stream (it is).
+      Changes that resumed stream sends are complete again (not conflated)
+      unless the subscriber falls behind once more.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AFTER_REVISION_FIELD_NUMBER: _builtins.int
+    THROUGH_REVISION_FIELD_NUMBER: _builtins.int
+    COLLAPSED_EVENTS_FIELD_NUMBER: _builtins.int
+    LOGS_DROPPED_FIELD_NUMBER: _builtins.int
+    after_revision: _builtins.int
+    """The range starts after this revision (exclusive)."""
+    through_revision: _builtins.int
+    """The range ends with this revision (inclusive): the revision of the last
+    change collapsed into the batch. It may exceed the batch's last event's
+    revision when the range ended with log lines, which are not sent.
+    """
+    collapsed_events: _builtins.int
+    """How many matching change events the range held, before collapsing; the
+    batch sends one per task.
+    """
+    logs_dropped: _builtins.int
+    """How many of them were `logs_appended` events, which are not sent."""
+    def __init__(
+        self,
+        *,
+        after_revision: _builtins.int = ...,
+        through_revision: _builtins.int = ...,
+        collapsed_events: _builtins.int = ...,
+        logs_dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revision", b"after_revision", "collapsed_events", b"collapsed_events", "logs_dropped", b"logs_dropped", "through_revision", b"through_revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Conflation: _TypeAlias = Conflation  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     """One event of a Subscribe stream.
 
     Change events (`snapshot`, `created`, `updated`, `deleted`, `logs_appended`)
-    are delivered in strictly increasing `revision` order, each exactly once.
+    are delivered in strictly increasing `revision` order, each exactly once,
+    except that a subscriber that chose to conflate may receive a conflated
+    batch (marked by `conflation`) in place of the changes it fell behind on.
     Control events (`synced`, `heartbeat`, `resync`) carry a revision no smaller
     than any change delivered before them. Resuming from the revision of a
     `synced` or `heartbeat` event, or of any change event after `synced`,
@@ -165,6 +233,7 @@ class Event(_message.Message):
     HEARTBEAT_FIELD_NUMBER: _builtins.int
     RESYNC_FIELD_NUMBER: _builtins.int
     COMMIT_TIME_FIELD_NUMBER: _builtins.int
+    CONFLATION_FIELD_NUMBER: _builtins.int
     revision: _builtins.int
     """The revision of the change, or for control events the tenant's revision
     when the event was sent. Revisions count per tenant.
@@ -211,6 +280,12 @@ class Event(_message.Message):
         when it last changed), and for control events.
         """
 
+    @_builtins.property
+    def conflation(self) -> Global___Conflation:
+        """Set only on a change event delivered by a conflated batch; see
+        `Conflation` for what the batch covers and how to resume after it.
+        """
+
     def __init__(
         self,
         *,
@@ -224,10 +299,11 @@ class Event(_message.Message):
         heartbeat: Global___Heartbeat | None = ...,
         resync: Global___Resync | None = ...,
         commit_time: _timestamp_pb2.Timestamp | None = ...,
+        conflation: Global___Conflation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "created", b"created", "deleted", b"deleted", "heartbeat", b"heartbeat", "kind", b"kind", "logs_appended", b"logs_appended", "resync", b"resync", "snapshot", b"snapshot", "synced", b"synced", "updated", b"updated"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "conflation", b"conflation", "created", b"created", "deleted", b"deleted", "heartbeat", b"heartbeat", "kind", b"kind", "logs_appended", b"logs_appended", "resync", b"resync", "snapshot", b"snapshot", "synced", b"synced", "updated", b"updated"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "created", b"created", "deleted", b"deleted", "heartbeat", b"heartbeat", "kind", b"kind", "logs_appended", b"logs_appended", "resync", b"resync", "revision", b"revision", "snapshot", b"snapshot", "synced", b"synced", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "conflation", b"conflation", "created", b"created", "deleted", b"deleted", "heartbeat", b"heartbeat", "kind", b"kind", "logs_appended", b"logs_appended", "resync", b"resync", "revision", b"revision", "snapshot", b"snapshot", "synced", b"synced", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["snapshot", "created", "updated", "deleted", "logs_appended", "synced", "heartbeat", "resync"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

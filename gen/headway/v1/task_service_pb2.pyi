@@ -48,6 +48,45 @@ COMPACTED_POLICY_FAIL: CompactedPolicy.ValueType  # 2
 """End the stream with OUT_OF_RANGE (`REVISION_COMPACTED`)."""
 Global___CompactedPolicy: _TypeAlias = CompactedPolicy  # noqa: Y015
 
+class _SlowConsumerPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SlowConsumerPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SlowConsumerPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SLOW_CONSUMER_POLICY_UNSPECIFIED: _SlowConsumerPolicy.ValueType  # 0
+    """The default: END."""
+    SLOW_CONSUMER_POLICY_END: _SlowConsumerPolicy.ValueType  # 1
+    """End the stream with RESOURCE_EXHAUSTED (`SUBSCRIBER_TOO_SLOW`). The client
+    resumes from the last revision it processed and receives every change.
+    """
+    SLOW_CONSUMER_POLICY_CONFLATE: _SlowConsumerPolicy.ValueType  # 2
+    """Keep the stream and collapse the backlog: until the subscriber takes it,
+    the server holds only the latest change of each task, and delivers those
+    changes as one conflated batch (see `Event.conflation` for its rules).
+    For viewers that need the latest state, not every step on the way.
+    """
+
+class SlowConsumerPolicy(_SlowConsumerPolicy, metaclass=_SlowConsumerPolicyEnumTypeWrapper):
+    """What Subscribe does when a subscriber falls too far behind: when more
+    matching events wait for it than the server queues per subscriber (by
+    default 4096).
+    """
+
+SLOW_CONSUMER_POLICY_UNSPECIFIED: SlowConsumerPolicy.ValueType  # 0
+"""The default: END."""
+SLOW_CONSUMER_POLICY_END: SlowConsumerPolicy.ValueType  # 1
+"""End the stream with RESOURCE_EXHAUSTED (`SUBSCRIBER_TOO_SLOW`). The client
+resumes from the last revision it processed and receives every change.
+"""
+SLOW_CONSUMER_POLICY_CONFLATE: SlowConsumerPolicy.ValueType  # 2
+"""Keep the stream and collapse the backlog: until the subscriber takes it,
+the server holds only the latest change of each task, and delivers those
+changes as one conflated batch (see `Event.conflation` for its rules).
+For viewers that need the latest state, not every step on the way.
+"""
+Global___SlowConsumerPolicy: _TypeAlias = SlowConsumerPolicy  # noqa: Y015
+
 @_typing.final
 class TaskFilter(_message.Message):
     """Selects tasks, for ListTasks and Subscribe. Every populated criterion must
@@ -1367,6 +1406,7 @@ class SubscribeRequest(_message.Message):
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
     INCLUDE_LOGS_FIELD_NUMBER: _builtins.int
     END_AT_REST_FIELD_NUMBER: _builtins.int
+    SLOW_CONSUMER_FIELD_NUMBER: _builtins.int
     start_revision: _builtins.int
     """Resume after this revision: the stream delivers every matching change
     whose revision is greater. When unset, the stream starts with a snapshot.
@@ -1378,6 +1418,11 @@ class SubscribeRequest(_message.Message):
     end_at_rest: _builtins.bool
     """End the stream (with OK) once the task comes to rest. Allowed only when
     `filter.task_ids` names exactly one task.
+    """
+    slow_consumer: Global___SlowConsumerPolicy.ValueType
+    """What to do when this subscriber falls too far behind: end the stream
+    (the default) or conflate its backlog. A value this server does not know
+    is INVALID_ARGUMENT naming `slow_consumer`.
     """
     @_builtins.property
     def filter(self) -> Global___TaskFilter:
@@ -1399,10 +1444,11 @@ class SubscribeRequest(_message.Message):
         heartbeat_interval: _duration_pb2.Duration | None = ...,
         include_logs: _builtins.bool = ...,
         end_at_rest: _builtins.bool = ...,
+        slow_consumer: Global___SlowConsumerPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_start_revision", b"_start_revision", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "start_revision", b"start_revision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_start_revision", b"_start_revision", "end_at_rest", b"end_at_rest", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "include_logs", b"include_logs", "on_compacted", b"on_compacted", "start_revision", b"start_revision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_start_revision", b"_start_revision", "end_at_rest", b"end_at_rest", "filter", b"filter", "heartbeat_interval", b"heartbeat_interval", "include_logs", b"include_logs", "on_compacted", b"on_compacted", "slow_consumer", b"slow_consumer", "start_revision", b"start_revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__start_revision: _TypeAlias = _typing.Literal["start_revision"]  # noqa: Y015
     _WhichOneofArgType__start_revision: _TypeAlias = _typing.Literal["_start_revision", b"_start_revision"]  # noqa: Y015

@@ -384,7 +384,9 @@ class TaskServiceServicer:
 
         Every response holds one or more events; a client processes them in order.
         A subscriber that falls too far behind is ended with RESOURCE_EXHAUSTED
-        (`SUBSCRIBER_TOO_SLOW`) and resumes from the last revision it processed.
+        (`SUBSCRIBER_TOO_SLOW`) and resumes from the last revision it processed,
+        unless it asked for `slow_consumer` CONFLATE: then its backlog collapses
+        to the latest change of each task, marked `Event.conflation`.
         At shutdown, streams end with UNAVAILABLE; resume on another replica or
         after the restart.
 

@@ -58,6 +58,8 @@ class FeedRequest:
     fail_on_compacted: bool
     include_logs: bool
     end_at_rest: bool
+    # Collapse the backlog (SLOW_CONSUMER_POLICY_CONFLATE) rather than end a subscriber behind.
+    conflate: bool = False
 
 
 class ChangeFeed:
@@ -98,6 +100,7 @@ class ChangeFeed:
             include_logs=request.include_logs,
             stop_at_rest=request.end_at_rest,
             transport=self._transport,
+            conflate=request.conflate,
         )
         self.head = self._hub.head(self._tenant)
         return self
@@ -260,7 +263,7 @@ class ChangeFeed:
         subscriber = self.subscriber
         while True:
             self._raise_if_ended()
-            if not subscriber.events and not subscriber.heartbeat_due:
+            if not subscriber.pending and not subscriber.heartbeat_due:
                 await subscriber.wakeup.wait()
                 subscriber.wakeup.clear()
                 self._raise_if_ended()

@@ -8,7 +8,8 @@ are many, so that one write per subscriber carries the events of several
 commits. Publishing never waits
 on a subscriber: a queue that reaches its capacity ends that subscription
 (RESOURCE_EXHAUSTED) and frees its memory, so one slow reader cannot slow the
-writers or the other readers.
+writers or the other readers. A subscriber that asked to conflate is kept
+instead: its backlog collapses to each task's latest change (`conflation`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+from headway.server.conflation import Conflation
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter
 from headway.server.store.base import EventRecord
@@ -29,6 +31,7 @@ class Subscriber:
 
     __slots__ = (
         "_capacity",
+        "conflation",
         "ended",
         "events",
         "filter",
@@ -50,6 +53,7 @@ class Subscriber:
         stop_at_rest: bool,
         capacity: int,
         transport: str = "grpc",
+        conflation: Conflation | None = None,
     ) -> None:
         self.tenant = tenant
         self.transport = transport
@@ -62,6 +66,13 @@ class Subscriber:
         self.rest_reached = False
         self.heartbeat_due = False
         self._capacity = capacity
+        # Set when the subscriber chose to conflate rather than be ended when behind.
+        self.conflation = conflation
+
+    @property
+    def pending(self) -> bool:
+        """Whether anything waits for the sender: queued events or a conflated batch."""
+        return bool(self.events) or (self.conflation is not None and self.conflation.folding)
 
     def accepts(self, event: EventRecord) -> bool:
         if event.is_log and not self.include_logs:
@@ -72,7 +83,10 @@ class Subscriber:
         """Queue one matching event; False when the queue overflowed and the subscription ended."""
         if self.ended is not None:
             return False
-        if len(self.events) >= self._capacity:
+        conflation = self.conflation
+        if conflation is not None and conflation.absorb(self.events, event, self._capacity):
+            pass  # folded into the pending conflated batch
+        elif len(self.events) >= self._capacity:
             self.end(
                 HeadwayError(
                     Kind.RESOURCE_EXHAUSTED,
@@ -83,18 +97,23 @@ class Subscriber:
                 )
             )
             return False
-        self.events.append(event)
+        else:
+            self.events.append(event)
         if self.stop_at_rest and event.at_rest and not event.is_log:
             self.rest_reached = True
         return True
 
     def take(self) -> list[EventRecord]:
         events, self.events = self.events, []
+        if self.conflation is not None:
+            events = self.conflation.settle(events)
         return events
 
     def discard_through(self, revision: int) -> None:
         """Drop queued events a fresh snapshot at `revision` already covers."""
         self.events = [event for event in self.events if event.revision > revision]
+        if self.conflation is not None:
+            self.conflation.discard_through(revision)
         if self.stop_at_rest:
             self.rest_reached = any(e.at_rest and not e.is_log for e in self.events)
 
@@ -151,10 +170,13 @@ class Hub:
         include_logs: bool,
         stop_at_rest: bool,
         transport: str = "grpc",
+        conflate: bool = False,
     ) -> Subscriber:
         """Start queueing live changes for a new subscriber (from the next publish on).
 
         `transport` ("grpc", "http") only labels the subscriber in the metrics.
+        `conflate`: collapse the backlog instead of ending the subscriber when
+        its queue is full; its first conflated range starts after `head(tenant)`.
         """
         if self._closed is not None:
             raise self._closed
@@ -172,6 +194,7 @@ class Hub:
             stop_at_rest=stop_at_rest,
             capacity=self._capacity,
             transport=transport,
+            conflation=Conflation(self.head(tenant)) if conflate else None,
         )
         self._by_tenant.setdefault(tenant, {})[subscriber] = None
         self._count += 1

@@ -68,6 +68,8 @@ def check_subscribe(
         v.add("end_at_rest", "requires filter.task_ids to name exactly one task")
     if request.on_compacted not in task_service_pb2.CompactedPolicy.values():
         v.add("on_compacted", f"unknown policy {request.on_compacted}")
+    if request.slow_consumer not in task_service_pb2.SlowConsumerPolicy.values():
+        v.add("slow_consumer", f"unknown policy {request.slow_consumer}")
     v.raise_if_any()
     return FeedRequest(
         # Only the tasks the caller may see: a snapshot and every change alike.
@@ -76,6 +78,7 @@ def check_subscribe(
         fail_on_compacted=request.on_compacted == task_service_pb2.COMPACTED_POLICY_FAIL,
         include_logs=request.include_logs,
         end_at_rest=request.end_at_rest,
+        conflate=request.slow_consumer == task_service_pb2.SLOW_CONSUMER_POLICY_CONFLATE,
     )
 
 

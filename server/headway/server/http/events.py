@@ -15,6 +15,9 @@ EventSource sends `Last-Event-ID`, and the stream resumes after it, from the
 store, across server restarts. When the feed ends in error (the reader fell
 too far behind, the server shuts down, the history it needs was compacted and
 it asked to fail) the last event is `event: error` with the google.rpc.Status.
+With `slowConsumer=conflate` a reader that falls behind is kept and receives a
+conflated batch instead (each event's data then carries `conflation`), as over
+gRPC: the policy lives in the feed, not here.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ EVENT_QUERY: dict[str, Param] = {
     "endAtRest": Param(("endAtRest",), boolean=True),
     "heartbeat": Param(("heartbeatInterval",)),
     "onCompacted": Param(("onCompacted",), prefix="COMPACTED_POLICY_"),
+    "slowConsumer": Param(("slowConsumer",), prefix="SLOW_CONSUMER_POLICY_"),
     "lastEventId": Param(("startRevision",)),
 }
 DEFAULT_HEARTBEAT = "15s"

@@ -78,7 +78,11 @@ export function listLogs(id, { minLevel, stepKey, text, pageSize, pageToken } = 
 }
 
 // The event stream; after `lastEventId` when resuming (EventSource's own
-// reconnections send it as the Last-Event-ID header by themselves).
+// reconnections send it as the Last-Event-ID header by themselves). The page
+// shows each task's latest state, so a tab that falls behind (in the
+// background, say) asks to be brought up to date by a conflated batch rather
+// than be cut off and replay every change.
 export function eventsUrl(lastEventId = 0) {
-  return `/v1/events?includeLogs=true${lastEventId ? `&lastEventId=${lastEventId}` : ""}`;
+  const resume = lastEventId ? `&lastEventId=${lastEventId}` : "";
+  return `/v1/events?includeLogs=true&slowConsumer=conflate${resume}`;
 }
