@@ -14,6 +14,7 @@ from headway.client.client import (
     default_target,
     task_filter,
 )
+from headway.client.context import CurrentTask, current_task
 from headway.client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -75,6 +76,7 @@ __all__ = [
     "CancelRequest",
     "CancelledError",
     "Created",
+    "CurrentTask",
     "DeadlineExceededError",
     "Deleted",
     "Estimate",
@@ -119,6 +121,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Updated",
+    "current_task",
     "default_target",
     "subscribe",
     "task_filter",

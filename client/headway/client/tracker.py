@@ -36,6 +36,7 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Awaitable, Mapping, Sequence
+from contextvars import Token
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -47,6 +48,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.client import models
 from headway.client.client import HeadwayClient
 from headway.client.coalesce import Coalescer, PendingUpdate, Send
+from headway.client.context import CurrentTask, enter, leave
 from headway.client.errors import (
     FailedPreconditionError,
     HeadwayError,
@@ -315,6 +317,7 @@ class TaskReporter:
         self._cancel_seen = asyncio.Event()
         self._finished = False
         self._coalescer = self._new_coalescer(self._send_task_update)
+        self._context: Token[CurrentTask | None] | None = None
 
     # -- what the agent reads -------------------------------------------------------
 
@@ -390,7 +393,10 @@ class TaskReporter:
         return self
 
     async def __aenter__(self) -> TaskReporter:
-        return await self.start()
+        """Start the task and make it current for the block (see context.py)."""
+        await self.start()
+        self._context = enter(CurrentTask(self, asyncio.get_running_loop()))
+        return self
 
     async def __aexit__(
         self,
@@ -399,6 +405,9 @@ class TaskReporter:
         tb: TracebackType | None,
     ) -> bool:
         """Succeed, fail, or confirm a cancellation, depending on how the block ended."""
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         try:
             return await self._end_block(exc)
         finally:
@@ -750,6 +759,12 @@ class StepReporter:
         self._spec = spec
         self._finished = False
         self._coalescer = task._new_coalescer(self._send_update)
+        self._context: Token[CurrentTask | None] | None = None
+
+    @property
+    def task_reporter(self) -> TaskReporter:
+        """The reporter of the task this step belongs to."""
+        return self._task
 
     @property
     def step(self) -> models.Step | None:
@@ -780,7 +795,11 @@ class StepReporter:
         return self
 
     async def __aenter__(self) -> StepReporter:
-        return await self.start()
+        """Start the step and make it current for the block, within its task."""
+        await self.start()
+        current = CurrentTask(self._task, asyncio.get_running_loop(), step_key=self.key)
+        self._context = enter(current)
+        return self
 
     async def __aexit__(
         self,
@@ -789,6 +808,9 @@ class StepReporter:
         tb: TracebackType | None,
     ) -> bool:
         """Succeed the step, or fail it with the exception; a cancellation passes through."""
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         if self._finished:
             return False
         if exc is None:
