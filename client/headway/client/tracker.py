@@ -534,13 +534,16 @@ class TaskReporter:
         *,
         unit: str = "",
         fraction: float | None = None,
+        message: str | None = None,
     ) -> None:
         """Task-level progress, for tasks without steps: units, a fraction, or indeterminate.
 
-        Coalesced: at most `progress_rate` updates a second reach the server.
+        Coalesced: at most `progress_rate` updates a second reach the server. A
+        `message` (the task's status line) goes in the same update.
         """
         update = PendingUpdate(
-            progress=progress_message(current, total, unit=unit, fraction=fraction)
+            progress=progress_message(current, total, unit=unit, fraction=fraction),
+            message=message,
         )
         await self._submit(self._coalescer, update)
 
@@ -837,18 +840,21 @@ class StepReporter:
         *,
         unit: str = "",
         fraction: float | None = None,
+        message: str | None = None,
     ) -> None:
         """The step's progress: `progress(40, 120, unit="files")`, `progress(fraction=0.3)`,
         or `progress()` for "under way, size unknown".
 
         Coalesced: at most `progress_rate` updates a second reach the server; the
-        latest value is sent when the interval ends and when the step ends.
+        latest value is sent when the interval ends and when the step ends. A
+        `message` goes in the same update as the progress.
 
         Raises:
             TaskCancelled: A viewer asked to cancel the task.
         """
         update = PendingUpdate(
-            progress=progress_message(current, total, unit=unit, fraction=fraction)
+            progress=progress_message(current, total, unit=unit, fraction=fraction),
+            message=message,
         )
         await self._task._submit(self._coalescer, update)
 
