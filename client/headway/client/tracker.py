@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import Token
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -318,6 +318,7 @@ class TaskReporter:
         self._finished = False
         self._coalescer = self._new_coalescer(self._send_task_update)
         self._context: Token[CurrentTask | None] | None = None
+        self._before_end: list[Callable[[], Awaitable[None]]] = []
 
     # -- what the agent reads -------------------------------------------------------
 
@@ -637,8 +638,19 @@ class TaskReporter:
             self._client.update_task(self.id, progress=update.progress, message=update.message)
         )
 
+    def before_end(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await `hook` before the task succeeds or fails.
+
+        Code that queues reports for this task to send them later (a logging
+        handler, a progress bar) sends them first, so that none arrives after the
+        task is at rest and is refused.
+        """
+        self._before_end.append(hook)
+
     async def _flush_all(self) -> None:
-        for step in self._steps.values():
+        for hook in list(self._before_end):
+            await hook()
+        for step in list(self._steps.values()):
             await step.flush()
         await self._coalescer.flush()
 
