@@ -120,7 +120,7 @@ class Reporter:
         self.slow = slow
         self.max_pending = max_pending
         self.max_logs = max_logs
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # attach() makes a session while holding it
         self._sessions: weakref.WeakSet[TaskSession] = weakref.WeakSet()
         self._attached: weakref.WeakKeyDictionary[TaskReporter, TaskSession] = (
             weakref.WeakKeyDictionary()
