@@ -17,6 +17,7 @@ from pathlib import Path
 
 from headway.cli.main import build_parser
 from headway.client import task_filter
+from headway.v1 import task_pb2
 from tests.harness import ServerHarness
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -126,3 +127,24 @@ def test_the_command_line_reference_covers_every_command() -> None:
     assert "watch" in commands
     for name in commands:
         assert f"| `headway {name}" in reference, f"`headway {name}` is not in the README"
+
+
+async def test_integration_examples_run_verbatim(harness: ServerHarness, tmp_path: Path) -> None:
+    bars, logs = python_blocks("Integrations")
+    client = harness.client()
+
+    bars_task = (await run_example(bars, tmp_path, harness.target)).strip()
+    task = await client.get_task(bars_task)
+    assert task.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert task.kind == "images"
+    assert [step.key for step in task.steps] == ["album-0", "album-1", "album-2"]
+    assert all(step.progress.units.current == 40 for step in task.steps)
+    assert task.steps[0].message == "last=IMG_0039.jpg"
+
+    logs_task = (await run_example(logs, tmp_path, harness.target)).strip()
+    lines = (await client.list_logs(logs_task)).entries
+    assert [(line.message, line.step_key, line.fields["source"]) for line in lines] == [
+        ("loading 3 rows", "", "etl"),
+        ("skipped a bad row", "load", "etl"),
+    ]
+    assert "ValueError" in lines[1].fields["traceback"]

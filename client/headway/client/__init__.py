@@ -14,6 +14,7 @@ from headway.client.client import (
     default_target,
     task_filter,
 )
+from headway.client.context import CurrentTask, current_task
 from headway.client.errors import (
     AbortedError,
     AlreadyExistsError,
@@ -81,6 +82,7 @@ __all__ = [
     "Conflation",
     "Created",
     "Criterion",
+    "CurrentTask",
     "DeadlineExceededError",
     "Deleted",
     "Estimate",
@@ -125,6 +127,7 @@ __all__ = [
     "UnauthenticatedError",
     "UnavailableError",
     "Updated",
+    "current_task",
     "default_target",
     "subscribe",
     "task_filter",

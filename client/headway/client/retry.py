@@ -48,6 +48,8 @@ class RetryPolicy:
         deadline: The most seconds spent on one call, attempts and waits included;
             None retries without limit.
         codes: The status codes worth retrying.
+        quiet: Log each retry at DEBUG instead of WARNING, for a caller that says
+            itself, once, that the server cannot be reached (see headway.contrib).
     """
 
     initial_backoff: float = 0.1
@@ -55,6 +57,7 @@ class RetryPolicy:
     multiplier: float = 2.0
     deadline: float | None = 60.0
     codes: frozenset[grpc.StatusCode] = field(default=TRANSIENT_CODES)
+    quiet: bool = False
 
     def backoff(self) -> Backoff:
         """A fresh sequence of waits for one call or one reconnecting stream."""
@@ -130,7 +133,7 @@ async def call_with_retry(
                 raise
             # A warning on every retry, the first included: an agent whose server is gone
             # would otherwise wait out the whole deadline in silence.
-            logger.warning(
+            (logger.debug if policy.quiet else logger.warning)(
                 "cannot reach %s (%s); retrying for up to %s",
                 target or "the server",
                 error.code.name,

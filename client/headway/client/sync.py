@@ -18,11 +18,13 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextvars import Token
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
 from headway.client import models
+from headway.client.context import CurrentTask, enter, leave
 from headway.client.retry import RetryPolicy
 from headway.client.security import PemSource
 from headway.client.tracker import (
@@ -175,6 +177,7 @@ class SyncTaskReporter:
         self.reporter = reporter
         self._portal = portal
         self._steps: dict[str, SyncStepReporter] = {}
+        self._context: Token[CurrentTask | None] | None = None
 
     @property
     def id(self) -> str:
@@ -211,7 +214,10 @@ class SyncTaskReporter:
         return self
 
     def __enter__(self) -> SyncTaskReporter:
-        return self.start()
+        """Start the task and make it current in this thread (the loop thread's is not ours)."""
+        self.start()
+        self._context = enter(CurrentTask(self.reporter, self._portal.loop))
+        return self
 
     def __exit__(
         self,
@@ -219,6 +225,9 @@ class SyncTaskReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         return self._portal.run(self.reporter.__aexit__(exc_type, exc, tb))
 
     def step(
@@ -312,6 +321,7 @@ class SyncStepReporter:
     def __init__(self, reporter: StepReporter, portal: LoopThread) -> None:
         self.reporter = reporter
         self._portal = portal
+        self._context: Token[CurrentTask | None] | None = None
 
     @property
     def key(self) -> str:
@@ -330,7 +340,11 @@ class SyncStepReporter:
         return self
 
     def __enter__(self) -> SyncStepReporter:
-        return self.start()
+        """Start the step and make it current in this thread, within its task."""
+        self.start()
+        task = self.reporter.task_reporter
+        self._context = enter(CurrentTask(task, self._portal.loop, step_key=self.key))
+        return self
 
     def __exit__(
         self,
@@ -338,6 +352,9 @@ class SyncStepReporter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         return self._portal.run(self.reporter.__aexit__(exc_type, exc, tb))
 
     def progress(

@@ -35,7 +35,8 @@ import asyncio
 import contextlib
 import logging
 import traceback
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import Token
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
@@ -47,6 +48,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.client import models
 from headway.client.client import HeadwayClient
 from headway.client.coalesce import Coalescer, PendingUpdate, Send
+from headway.client.context import CurrentTask, enter, leave
 from headway.client.errors import (
     FailedPreconditionError,
     HeadwayError,
@@ -328,6 +330,8 @@ class TaskReporter:
         self._cancel_seen = asyncio.Event()
         self._finished = False
         self._coalescer = self._new_coalescer(self._send_task_update)
+        self._context: Token[CurrentTask | None] | None = None
+        self._before_end: list[Callable[[], Awaitable[None]]] = []
 
     # -- what the agent reads -------------------------------------------------------
 
@@ -405,7 +409,10 @@ class TaskReporter:
         return self
 
     async def __aenter__(self) -> TaskReporter:
-        return await self.start()
+        """Start the task and make it current for the block (see context.py)."""
+        await self.start()
+        self._context = enter(CurrentTask(self, asyncio.get_running_loop()))
+        return self
 
     async def __aexit__(
         self,
@@ -414,6 +421,9 @@ class TaskReporter:
         tb: TracebackType | None,
     ) -> bool:
         """Succeed, fail, or confirm a cancellation, depending on how the block ended."""
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         try:
             return await self._end_block(exc)
         finally:
@@ -540,13 +550,16 @@ class TaskReporter:
         *,
         unit: str = "",
         fraction: float | None = None,
+        message: str | None = None,
     ) -> None:
         """Task-level progress, for tasks without steps: units, a fraction, or indeterminate.
 
-        Coalesced: at most `progress_rate` updates a second reach the server.
+        Coalesced: at most `progress_rate` updates a second reach the server. A
+        `message` (the task's status line) goes in the same update.
         """
         update = PendingUpdate(
-            progress=progress_message(current, total, unit=unit, fraction=fraction)
+            progress=progress_message(current, total, unit=unit, fraction=fraction),
+            message=message,
         )
         await self._submit(self._coalescer, update)
 
@@ -671,8 +684,19 @@ class TaskReporter:
             self._client.update_task(self.id, progress=update.progress, message=update.message)
         )
 
+    def before_end(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await `hook` before the task succeeds or fails.
+
+        Code that queues reports for this task to send them later (a logging
+        handler, a progress bar) sends them first, so that none arrives after the
+        task is at rest and is refused.
+        """
+        self._before_end.append(hook)
+
     async def _flush_all(self) -> None:
-        for step in self._steps.values():
+        for hook in list(self._before_end):
+            await hook()
+        for step in list(self._steps.values()):
             await step.flush()
         await self._coalescer.flush()
 
@@ -796,6 +820,12 @@ class StepReporter:
         self._spec = spec
         self._finished = False
         self._coalescer = task._new_coalescer(self._send_update)
+        self._context: Token[CurrentTask | None] | None = None
+
+    @property
+    def task_reporter(self) -> TaskReporter:
+        """The reporter of the task this step belongs to."""
+        return self._task
 
     @property
     def step(self) -> models.Step | None:
@@ -826,7 +856,11 @@ class StepReporter:
         return self
 
     async def __aenter__(self) -> StepReporter:
-        return await self.start()
+        """Start the step and make it current for the block, within its task."""
+        await self.start()
+        current = CurrentTask(self._task, asyncio.get_running_loop(), step_key=self.key)
+        self._context = enter(current)
+        return self
 
     async def __aexit__(
         self,
@@ -835,6 +869,9 @@ class StepReporter:
         tb: TracebackType | None,
     ) -> bool:
         """Succeed the step, or fail it with the exception; a cancellation passes through."""
+        if self._context is not None:
+            leave(self._context)
+            self._context = None
         if self._finished:
             return False
         if exc is None:
@@ -861,18 +898,21 @@ class StepReporter:
         *,
         unit: str = "",
         fraction: float | None = None,
+        message: str | None = None,
     ) -> None:
         """The step's progress: `progress(40, 120, unit="files")`, `progress(fraction=0.3)`,
         or `progress()` for "under way, size unknown".
 
         Coalesced: at most `progress_rate` updates a second reach the server; the
-        latest value is sent when the interval ends and when the step ends.
+        latest value is sent when the interval ends and when the step ends. A
+        `message` goes in the same update as the progress.
 
         Raises:
             TaskCancelled: A viewer asked to cancel the task.
         """
         update = PendingUpdate(
-            progress=progress_message(current, total, unit=unit, fraction=fraction)
+            progress=progress_message(current, total, unit=unit, fraction=fraction),
+            message=message,
         )
         await self._task._submit(self._coalescer, update)
 
