@@ -255,9 +255,11 @@ class TaskSession:
             self.outage.dropped(dropped, "progress reports")
             return False
         if launch:
+            drain = self._drain()
             try:
-                self._worker = asyncio.run_coroutine_threadsafe(self._drain(), self.loop)
+                self._worker = asyncio.run_coroutine_threadsafe(drain, self.loop)
             except RuntimeError:  # the loop is closed: its task is over
+                drain.close()  # never started: close it, or Python warns it was never awaited
                 self._give_up()
         return True
 
