@@ -208,20 +208,6 @@ class TaskSession:
             with self._lock:
                 self._latest[step] = report
 
-    def metrics(self, values: Mapping[str, float]) -> None:
-        """Set the task's metrics (totals such as tokens used): merged into those still queued."""
-        with self._lock:
-            queued = self._queued_metrics
-            if queued is not None:
-                queued.metrics.update(values)
-                return
-        report = _Report("metrics", metrics=dict(values))
-        with self._lock:
-            self._queued_metrics = report
-        if not self._put(report, keep=False):
-            with self._lock:
-                self._queued_metrics = None
-
     def close_step(self, step: StepRef, error: BaseException | None = None) -> None:
         self._put(_Report("close_step", step=step, error=error), keep=True)
 
@@ -255,6 +241,20 @@ class TaskSession:
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every queued report was sent (or dropped); False on timeout."""
         return self._idle.wait(timeout)
+
+    def metrics(self, values: Mapping[str, float]) -> None:
+        """Set the task's metrics (totals such as tokens used): merged into those still queued."""
+        with self._lock:
+            queued = self._queued_metrics
+            if queued is not None:
+                queued.metrics.update(values)
+                return
+        report = _Report("metrics", metrics=dict(values))
+        with self._lock:
+            self._queued_metrics = report
+        if not self._put(report, keep=False):
+            with self._lock:
+                self._queued_metrics = None
 
     def _put(self, report: _Report, *, keep: bool) -> bool:
         with self._lock:
