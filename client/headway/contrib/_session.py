@@ -203,10 +203,7 @@ class TaskSession:
             if queued is not None:
                 queued.progress = progress
                 return
-        report = _Report("progress", step=step, progress=progress)
-        if self._put(report, keep=False):
-            with self._lock:
-                self._latest[step] = report
+        self._put(_Report("progress", step=step, progress=progress), keep=False)
 
     def close_step(self, step: StepRef, error: BaseException | None = None) -> None:
         self._put(_Report("close_step", step=step, error=error), keep=True)
@@ -229,10 +226,7 @@ class TaskSession:
             if self._tail_logs is not None and self._queue and self._queue[-1] is self._tail_logs:
                 self._tail_logs.lines.append(line)
                 return True
-        report = _Report("logs", lines=[line])
-        if self._put(report, keep=True):
-            with self._lock:
-                self._tail_logs = report
+        if self._put(_Report("logs", lines=[line]), keep=True):
             return True
         with self._lock:
             self._queued_logs -= 1
@@ -266,6 +260,12 @@ class TaskSession:
             else:
                 dropped = 0
                 self._queue.append(report)
+                # Later reports merge into this one while it waits (under the same lock
+                # as the worker's taking it out, so nothing merges into a sent report).
+                if report.kind == "progress":
+                    self._latest[report.step] = report
+                elif report.kind == "logs":
+                    self._tail_logs = report
                 self._idle.clear()
                 launch, self._running = not self._running, True
         if dropped:
