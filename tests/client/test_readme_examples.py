@@ -13,7 +13,10 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 from headway.cli.main import build_parser
+from headway.v1 import task_pb2
 from tests.harness import ServerHarness
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -77,3 +80,22 @@ def test_the_command_line_reference_covers_every_command() -> None:
     assert "watch" in commands
     for name in commands:
         assert f"| `headway {name}" in reference, f"`headway {name}` is not in the README"
+
+
+async def test_the_langchain_integration_example_runs_verbatim(
+    harness: ServerHarness, tmp_path: Path
+) -> None:
+    blocks = python_blocks("Integrations")
+    example = next(code for code in blocks if "HeadwayCallbackHandler" in code)
+    output = await run_example(example, tmp_path, harness.target)
+    task_id, answer = output.split()
+    assert answer == "Hello!"
+    task = await harness.client().get_task(task_id)
+    assert task.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert task.kind == "greeting"
+    assert [step.key.rsplit("-", 1)[0] for step in task.steps] == [
+        "reply",
+        "genericfakechatmodel",
+    ]
+    assert task.metrics["tokens.total"] == 15
+    assert task.metrics["cost"] == pytest.approx((12 * 3.0 + 3 * 15.0) / 1e6)

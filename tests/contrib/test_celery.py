@@ -271,3 +271,35 @@ async def test_a_task_succeeds_while_the_server_is_down(worker: str, tmp_path: A
         assert down.outage.down
     finally:
         await asyncio.to_thread(down.close, 0.5)
+
+
+async def test_the_readme_example_reports_from_a_worker(
+    client: HeadwayClient, harness: Any
+) -> None:
+    """The README's Celery block, run as the module `reports` a worker would import."""
+    from tests.client.test_readme_examples import python_blocks
+
+    code = next(block for block in python_blocks("Integrations") if "install(app)" in block)
+    module: dict[str, Any] = {"__name__": "reports"}
+    exec(compile(code, "README.md", "exec"), module)
+    example: Celery = module["app"]
+    queue = f"headway-readme-{uuid.uuid4().hex[:8]}"
+    example.conf.update(
+        broker_url=BROKER,
+        result_backend=BROKER,
+        task_default_queue=queue,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    reporter = Reporter(harness.target, slow=0.5)
+    install(example, reporter)  # as the example's install(app), pointed at the test server
+    try:
+        with start_worker(example, perform_ping_check=False, queues=[queue]):
+            result = module["render"].delay(4)
+            assert await result_of(result) == 4
+            done = await wait_for(client, task_id_of(result.id), state("SUCCEEDED"))
+        assert done.kind == "reports.render"
+        assert [s.key for s in done.steps] == ["fetch-data"]
+        assert done.progress.units.total == 4
+    finally:
+        await asyncio.to_thread(reporter.close, 5.0)
