@@ -40,7 +40,8 @@ class HeadwayCallbackHandler(BaseCallbackHandler):
 
     Args:
         task_id: The id of the task a run outside any task opens (else made by the
-            server). One handler reports one outermost run: make one per run.
+            server). A handler reports one outermost run at a time; each run outside
+            any task opens a task of its own, so give a later run another id.
         kind: That task's kind.
         labels: That task's labels.
         display_name: That task's name; the outermost run's name when empty.
@@ -211,6 +212,7 @@ class HeadwayCallbackHandler(BaseCallbackHandler):
                 session.close_step(left, error)
             if self.owns:
                 session.close(error)
+            self.session, self.root = None, None  # a next run opens its task anew
 
     def _count(self, response: LLMResult, model: str) -> None:
         session = self.session
