@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import pytest
+
 from headway.cli.main import build_parser
 from headway.client import task_filter
 from headway.v1 import task_pb2
@@ -130,7 +132,9 @@ def test_the_command_line_reference_covers_every_command() -> None:
 
 
 async def test_integration_examples_run_verbatim(harness: ServerHarness, tmp_path: Path) -> None:
-    bars, logs = python_blocks("Integrations")
+    blocks = python_blocks("Integrations")
+    bars = next(code for code in blocks if "contrib.tqdm" in code)
+    logs = next(code for code in blocks if "contrib.logging" in code)
     client = harness.client()
 
     bars_task = (await run_example(bars, tmp_path, harness.target)).strip()
@@ -148,3 +152,22 @@ async def test_integration_examples_run_verbatim(harness: ServerHarness, tmp_pat
         ("skipped a bad row", "load", "etl"),
     ]
     assert "ValueError" in lines[1].fields["traceback"]
+
+
+async def test_the_langchain_integration_example_runs_verbatim(
+    harness: ServerHarness, tmp_path: Path
+) -> None:
+    blocks = python_blocks("Integrations")
+    example = next(code for code in blocks if "HeadwayCallbackHandler" in code)
+    output = await run_example(example, tmp_path, harness.target)
+    task_id, answer = output.split()
+    assert answer == "Hello!"
+    task = await harness.client().get_task(task_id)
+    assert task.state == task_pb2.TASK_STATE_SUCCEEDED
+    assert task.kind == "greeting"
+    assert [step.key.rsplit("-", 1)[0] for step in task.steps] == [
+        "reply",
+        "genericfakechatmodel",
+    ]
+    assert task.metrics["tokens.total"] == 15
+    assert task.metrics["cost"] == pytest.approx((12 * 3.0 + 3 * 15.0) / 1e6)

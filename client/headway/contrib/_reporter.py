@@ -163,9 +163,20 @@ class Reporter:
         reporter = self.tracker.task(
             task_id, display_name=display_name[:256], kind=kind, labels=labels
         )
+        return self.open(reporter)
+
+    def open(self, reporter: TaskReporter) -> TaskSession:
+        """Create a task the caller described (made with `self.tracker`, perhaps with a parent
+        or as a subclass of TaskReporter) in the background, and return its session."""
         session = self._session(reporter, self._portal.loop, owns=True)
         session.start()
         return session
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop of `tracker`: calls outside any session (such as cancelling a task
+        another process reported) are scheduled on it, never awaited by the job."""
+        return self._portal.loop
 
     def attach(self, current: CurrentTask) -> TaskSession:
         """The session that adds reports to a Tracker block's task, on that Tracker's loop."""

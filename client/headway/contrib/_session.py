@@ -26,6 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
@@ -64,7 +65,7 @@ _MAX_MESSAGE = 1024
 _STEP_KEY_LENGTH = 56
 _NOT_A_KEY = re.compile(r"[^a-z0-9._-]+")
 
-Kind = Literal["start", "open_step", "progress", "close_step", "logs", "close"]
+Kind = Literal["start", "open_step", "progress", "close_step", "logs", "metrics", "close"]
 
 
 def step_key_of(text: str) -> str:
@@ -108,6 +109,7 @@ class _Report:
     progress: Progress | None = None
     error: BaseException | None = None
     lines: list[LogLine] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class TaskSession:
@@ -145,6 +147,7 @@ class TaskSession:
         self._queue: deque[_Report] = deque()
         self._latest: dict[StepRef | None, _Report] = {}  # queued progress, merged into
         self._tail_logs: _Report | None = None
+        self._queued_metrics: _Report | None = None
         self._queued_logs = 0
         self._running = False
         self._worker: concurrent.futures.Future[None] | None = None
@@ -233,6 +236,20 @@ class TaskSession:
         """Wait until every queued report was sent (or dropped); False on timeout."""
         return self._idle.wait(timeout)
 
+    def metrics(self, values: Mapping[str, float]) -> None:
+        """Set the task's metrics (totals such as tokens used): merged into those still queued."""
+        with self._lock:
+            queued = self._queued_metrics
+            if queued is not None:
+                queued.metrics.update(values)
+                return
+        report = _Report("metrics", metrics=dict(values))
+        with self._lock:
+            self._queued_metrics = report
+        if not self._put(report, keep=False):
+            with self._lock:
+                self._queued_metrics = None
+
     def _put(self, report: _Report, *, keep: bool) -> bool:
         with self._lock:
             if self._ended:
@@ -255,9 +272,11 @@ class TaskSession:
             self.outage.dropped(dropped, "progress reports")
             return False
         if launch:
+            drain = self._drain()
             try:
-                self._worker = asyncio.run_coroutine_threadsafe(self._drain(), self.loop)
+                self._worker = asyncio.run_coroutine_threadsafe(drain, self.loop)
             except RuntimeError:  # the loop is closed: its task is over
+                drain.close()  # never started: close it, or Python warns it was never awaited
                 self._give_up()
         return True
 
@@ -294,6 +313,8 @@ class TaskSession:
                 report = self._queue.popleft()
                 if report.step in self._latest and self._latest[report.step] is report:
                     del self._latest[report.step]
+                if report is self._queued_metrics:
+                    self._queued_metrics = None
                 if report is self._tail_logs:
                     self._tail_logs = None
                 self._queued_logs -= len(report.lines)
@@ -360,6 +381,8 @@ class TaskSession:
                 await self._step(reporter, report.step).__aexit__(
                     type(error) if error is not None else None, error, tb
                 )
+        elif report.kind == "metrics":
+            await reporter.metrics(report.metrics)
         elif report.kind == "logs":
             await self._logs(reporter, report.lines)
         else:
