@@ -8,6 +8,8 @@ test server, which the test reads back with GetTask.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 import time
 import uuid
@@ -101,17 +103,33 @@ def stoppable(self: Any, seconds: float) -> str:
     return "finished"
 
 
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Celery's test worker sets the root logger's level (to ERROR) even when it may not
+    hijack it; put it back, so the tests that run after these still see warnings."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+
+
 @pytest.fixture(scope="module")
 def worker() -> Iterator[str]:
     hostname = f"headway-{uuid.uuid4().hex[:6]}@localhost"
-    with start_worker(
-        app,
-        pool="threads",
-        concurrency=2,
-        perform_ping_check=False,
-        queues=[QUEUE],
-        hostname=hostname,
-        shutdown_timeout=10,
+    with (
+        root_logging_kept(),
+        start_worker(
+            app,
+            pool="threads",
+            concurrency=2,
+            perform_ping_check=False,
+            queues=[QUEUE],
+            hostname=hostname,
+            shutdown_timeout=30,
+        ),
     ):
         yield hostname
 
@@ -294,7 +312,10 @@ async def test_the_readme_example_reports_from_a_worker(
     reporter = Reporter(harness.target, slow=0.5)
     install(example, reporter)  # as the example's install(app), pointed at the test server
     try:
-        with start_worker(example, perform_ping_check=False, queues=[queue]):
+        with (
+            root_logging_kept(),
+            start_worker(example, perform_ping_check=False, queues=[queue], shutdown_timeout=30),
+        ):
             result = module["render"].delay(4)
             assert await result_of(result) == 4
             done = await wait_for(client, task_id_of(result.id), state("SUCCEEDED"))
