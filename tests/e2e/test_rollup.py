@@ -130,20 +130,42 @@ async def test_a_parents_own_report_keeps_what_its_children_reached(
     assert failed.children == task_pb2.ChildCounts(total=1, running=1)
 
 
-async def test_a_parent_at_rest_never_changes(client: HeadwayClient) -> None:
+async def test_a_parent_at_rest_keeps_its_fraction_and_counts_children_that_outlive_it(
+    client: HeadwayClient,
+) -> None:
     parent = await client.create_task(fresh("parent"), start=True)
     child = await client.create_task(fresh("child"), parent_id=parent.id, start=True)
     await client.update_task(child.id, progress=fraction(0.2))
     ended = await client.succeed_task(parent.id)
     assert ended.fraction == 1.0
 
+    # A child's progress moves nothing that a parent at rest shows.
     await client.update_task(child.id, progress=fraction(0.5))
+    assert await client.get_task(parent.id) == ended
+
+    # Its children's states are still counted: a chain's first link ends before the next.
     late = await client.create_task(fresh("late"), parent_id=parent.id, start=True)
+    counted = await client.get_task(parent.id)
+    assert counted.children == task_pb2.ChildCounts(total=2, running=2)
+    assert counted.revision == late.revision + 1
     await client.fail_task(child.id, code="X", message="x")
     await client.succeed_task(late.id)
     await client.delete_task(late.id)
 
-    assert await client.get_task(parent.id) == ended
+    final = await client.get_task(parent.id)
+    assert final.children == task_pb2.ChildCounts(total=1, failed=1)
+    # Nothing else of it moved: state, fraction, finish time, the rest of the task.
+    assert (final.state, final.fraction) == (task_pb2.TASK_STATE_SUCCEEDED, 1.0)
+    assert final.finish_time == ended.finish_time
+    final.ClearField("children")
+    final.ClearField("revision")
+    final.ClearField("update_time")
+    final.ClearField("eta")
+    ended.ClearField("children")
+    ended.ClearField("revision")
+    ended.ClearField("update_time")
+    ended.ClearField("eta")
+    assert final == ended
 
 
 async def test_deleting_a_child_drops_it_from_the_counts_and_the_mean(

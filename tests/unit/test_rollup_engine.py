@@ -223,3 +223,18 @@ def test_tasks_from_before_weights_count_one_and_a_resting_child_keeps_its_fract
     assert parent.fraction == pytest.approx((0.5 + 2) / 3)
     assert parent.children == task_pb2.ChildCounts(total=2, succeeded=1, failed=1)
     assert not rollup.derive(parent, [legacy, heavy]), "nothing changed the second time"
+
+
+async def test_a_parent_at_rest_whose_children_change_is_expired_once(family: Rig) -> None:
+    engine = family.engine
+    await family.mutate("p", succeed)
+    for n in range(3):  # each child born or ended moves the resting parent's counts
+        await family.mutate(f"late{n}", child_of(f"late{n}", "p"))
+        await family.mutate(f"late{n}", succeed)
+    assert engine.get("acme", "p").children.succeeded == 3
+
+    family.clock.advance(60)
+    expired = engine.take_finished(family.clock(), limit=100)
+
+    assert expired.count(("acme", "p")) == 1
+    await engine.stop()

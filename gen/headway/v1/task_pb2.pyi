@@ -727,8 +727,8 @@ class Task(_message.Message):
        deleted child (by DeleteTask or by expiry) drops out of the mean.
     5. Otherwise 0.
 
-    A task at rest is final: its fraction (and `children`) no longer change,
-    whatever its children do later.
+    A task at rest keeps its fraction, whatever its children do later (its
+    `children` counts still follow them: see `children`).
     """
     message: _builtins.str
     """A short status line for humans. Up to 1024 characters."""
@@ -848,8 +848,11 @@ class Task(_message.Message):
         task left behind by a deleted task of the same id is not a child of a new
         one). Unset while the task has no children. Kept up to date whether or
         not `fraction` follows the children (a task with steps or its own
-        progress keeps its own fraction, but still counts its children), until
-        the task comes to rest: then it stays as it was. Output only.
+        progress keeps its own fraction, but still counts its children), and also
+        once the task is at rest: a parent that ended before its children (a
+        chain whose first link started the next) goes on counting them, by a
+        change the server makes, with its own revision, that moves nothing else
+        (not its state, fraction, or finish time). Output only.
         """
 
     def __init__(

@@ -647,10 +647,11 @@ class Engine:
     ) -> list[_FollowUp]:
         """The changes of the parents that follow a child's change, with the next revisions.
 
-        Each parent not at rest is recomputed from all its children as they
-        stand after the change (`rollup.derive`, O(children)); when nothing of
-        it changes the chain stops there. Nothing is staged here, so that a
-        failure (a size check) leaves the group as it was, child included.
+        Each parent is recomputed from all its children as they stand after the
+        change (`rollup.derive`, O(children)); when nothing of it changes the
+        chain stops there, and at a parent at rest, whose counts alone move.
+        Nothing is staged here, so that a failure (a size check) leaves the
+        group as it was, child included.
         """
         if change.kind not in (ChangeKind.CREATED, ChangeKind.UPDATED, ChangeKind.DELETED):
             return []
@@ -674,13 +675,15 @@ class Engine:
         while child.parent_id and len(follow_ups) < rollup.MAX_DEPTH:
             key = (tenant, child.parent_id)
             parent = self._view(key, staged, pending)
-            if parent is None or domain.is_resting(parent.state):
+            if parent is None or not rollup.is_child(child, parent):
                 break
-            if not rollup.is_child(child, parent):
-                break
+            # A parent at rest keeps its fraction, and so its own parent has nothing
+            # to follow; its children counts still follow its children.
+            resting = domain.is_resting(parent.state)
             updated = task_pb2.Task()
             updated.CopyFrom(parent)
-            if not rollup.derive(updated, self._children_of(updated, staged, pending, born)):
+            children = self._children_of(updated, staged, pending, born)
+            if not rollup.derive(updated, children, counts_only=resting):
                 break
             updated.update_time.CopyFrom(now)
             revision += 1
@@ -690,6 +693,8 @@ class Engine:
             lease = staged.leases.get(key, self._leases.get(key, 0))
             follow_ups.append(_FollowUp(source, moved, revision, encoded, parent.state, lease))
             pending[key] = updated
+            if resting:
+                break
             child = updated
         return follow_ups
 
@@ -901,7 +906,9 @@ class Engine:
         if domain.is_resting(task.state):
             self._leases.pop(key, None)
             self._cancel_deadlines.pop(key, None)
-            heapq.heappush(self._finished, (task.finish_time.ToNanoseconds(), tenant, task_id))
+            if before is None or not domain.is_resting(before.state):
+                # Once per rest: a parent at rest still changes as its children do.
+                heapq.heappush(self._finished, (task.finish_time.ToNanoseconds(), tenant, task_id))
             return
         if lease_expire_ns is not None:
             self._leases[key] = lease_expire_ns

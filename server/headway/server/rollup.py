@@ -72,12 +72,15 @@ def weighted_fraction(children: Sequence[task_pb2.Task]) -> float:
     return min(1.0, done / total)
 
 
-def derive(task: task_pb2.Task, children: Sequence[task_pb2.Task]) -> bool:
+def derive(
+    task: task_pb2.Task, children: Sequence[task_pb2.Task], *, counts_only: bool = False
+) -> bool:
     """Set the fields of `task` that follow its `children`; whether any of them changed.
 
     The engine calls it on every change of the task itself (so the agent's own
     reports, including the one that brings it to rest, keep what the children
-    reached) and on every change of a child while the task is not at rest.
+    reached) and on every change of a child; once the task is at rest, with
+    `counts_only`, since its fraction is final but its children still change.
     O(len(children)): fine for thousands of children per parent.
     """
     before_counts = task_pb2.ChildCounts()
@@ -88,7 +91,7 @@ def derive(task: task_pb2.Task, children: Sequence[task_pb2.Task]) -> bool:
         task.children.CopyFrom(counts(children))
     else:
         task.ClearField("children")
-    if follows_children(task):
+    if follows_children(task) and not counts_only:
         task.fraction = weighted_fraction(children)
     return (
         task.fraction != before_fraction
