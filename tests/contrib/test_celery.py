@@ -272,6 +272,11 @@ async def test_a_revoke_in_celery_cancels_in_headway(
     assert not cancelled.cancel_request.forced
     await result_of(result)
     assert result.state == "REVOKED"
+    # The body stops too, at its next report, rather than running on in the worker.
+    deadline = time.monotonic() + 10
+    while result.id not in cleaned_up and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert result.id in cleaned_up
 
 
 async def test_a_task_succeeds_while_the_server_is_down(worker: str, tmp_path: Any) -> None:
@@ -314,7 +319,14 @@ async def test_the_readme_example_reports_from_a_worker(
     try:
         with (
             root_logging_kept(),
-            start_worker(example, perform_ping_check=False, queues=[queue], shutdown_timeout=30),
+            start_worker(
+                example,
+                pool="threads",
+                concurrency=1,
+                perform_ping_check=False,
+                queues=[queue],
+                shutdown_timeout=30,
+            ),
         ):
             result = module["render"].delay(4)
             assert await result_of(result) == 4
