@@ -15,6 +15,7 @@ import array
 import asyncio
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -345,5 +346,5 @@ def run_peer_load(peer: Peer, load: LoadSpec, workdir: Path) -> dict[str, Any]:
     figures = _figures(
         server, load, window.seconds, writer_reports, sub_reports, cores, peak_rss, connections
     )
-    figures["server_command"] = " ".join(server.command)
+    figures["server_command"] = shlex.join(server.command)
     return figures

@@ -75,12 +75,17 @@ def _servers(peers: dict[str, Any]) -> list[str]:
 
 
 def _summary(results: dict[str, Any]) -> list[str]:
+    servers = results.get("peers", {}).get("servers", {})
+    missing = {name for name, server in servers.items() if not server.get("installed")}
     rows = []
     for label, figure in SUMMARY:
         values = {system: figure(results, system) for system, _ in SYSTEMS}
         rows.append(
             [label]
-            + [_fmt(values[system]) for system, _ in SYSTEMS]
+            + [
+                "not installed" if system in missing else _fmt(values[system])
+                for system, _ in SYSTEMS
+            ]
             + [
                 _ratio(values["headway"], values["etcd"]),
                 _ratio(values["headway"], values["redis"]),
