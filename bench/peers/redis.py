@@ -18,6 +18,7 @@ import re
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -29,8 +30,6 @@ from bench.writers import WriterPlan
 CHANNEL = "bench"
 # Subscribers connecting at once, per process: below the server's listen backlog.
 CONNECTING = 64
-# Pushed messages (RESP3, redis-py's default) are read like replies, with no time limit.
-PUSHED = {"timeout": math.inf, "push_request": True, "disconnect_on_error": False}
 
 
 def _address(target: str) -> tuple[str, int]:
@@ -73,6 +72,13 @@ class RedisWriter:
         await self.client.aclose()
 
 
+async def _pushed(connection: aioredis.Connection) -> Any:
+    """The next pushed message (RESP3, redis-py's default), waiting as long as it takes."""
+    return await connection.read_response(
+        timeout=math.inf, push_request=True, disconnect_on_error=False
+    )
+
+
 class RedisSubscribers:
     """One connection in SUBSCRIBE per subscriber."""
 
@@ -86,14 +92,14 @@ class RedisSubscribers:
         connection = aioredis.Connection(host=self.host, port=self.port)
         self.open.append(connection)
         async with self.connecting:
-            await connection.connect()
+            await connection.connect()  # type: ignore[no-untyped-call]
             await connection.send_command("SUBSCRIBE", CHANNEL)
-            confirmed = await connection.read_response(**PUSHED)
+            confirmed = await _pushed(connection)
         if not (isinstance(confirmed, list) and confirmed[0] == b"subscribe"):
             raise RuntimeError(f"SUBSCRIBE answered {confirmed!r}")
         tally.mark_synced(stream, streams)
         while True:
-            message = await connection.read_response(**PUSHED)
+            message = await _pushed(connection)
             now = time.monotonic_ns()
             # [b"message", channel, payload]
             tally.count(stream, message[2], now)
