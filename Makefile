@@ -68,13 +68,17 @@ run: $(STAMP) ## Run the server: gRPC on 127.0.0.1:50051, HTTP on 127.0.0.1:8080
 	$(PY) -m headway.server
 
 # Phony on their own line: bench/ is also a directory, which would look up to date.
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-peers
 
 bench: $(STAMP) ## Benchmarks (<10 min): bench/RESULTS.md and bench/results.json.
 	$(PY) -m bench.run --profile full
 
 bench-quick: $(STAMP) ## Benchmark smoke run (<2 min): fails if a figure is missing or insane.
 	$(PY) -m bench.run --profile quick
+
+# etcd and redis-server come from Debian: apt-get install etcd-server redis-server.
+bench-peers: $(STAMP) ## Only the peers section of `make bench` (etcd, Redis pub/sub): bench/out/peers/.
+	$(PY) -m bench.run --profile full --only peers --out bench/out/peers
 
 clean: ## Remove the virtual environment, node_modules (tools, examples/node) and caches.
 	rm -rf $(VENV) tools/node_modules examples/node/node_modules .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -82,6 +82,14 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | No
     for part in ("alone", "beside_noisy"):
         if "tenants" in results:
             runs.append((f"tenants {part}", results["tenants"].get(part, {}), None))
+    peers = results.get("peers", {})
+    for key, scenario in peers.get("paced", {}).items():
+        for peer in peers.get("servers", {}):
+            if peer in scenario:
+                runs.append((f"peers paced {key} {peer}", scenario[peer], scenario["rate"]))
+    for agents, by_peer in peers.get("max_writes", {}).items():
+        for peer, figures in by_peer.items():
+            runs.append((f"peers max writes {agents} agents {peer}", figures, None))
     for server, figures in results.get("idle_memory", {}).items():
         runs.append((f"idle memory {server}", figures, None))
     history = results.get("history", {})
@@ -102,10 +110,11 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
         "history": ("history", None),
         "sse": ("sse", len(profile.sse)),
         "conflation": ("conflation", None),
+        "peers": ("peers", None),
     }
     for section in sections:
         key, count = expected[section]
-        if section == "sse" and "sse_skipped" in results:
+        if f"{section}_skipped" in results:
             continue
         if key not in results:
             found.append(f"section {section} produced nothing")
@@ -124,7 +133,7 @@ def anomalies(results: dict[str, Any]) -> list[str]:
     for where, r, rate in _runs(results):
         if not r or "error" in r:
             continue
-        if where.startswith(("paced", "max writes", "auth", "sse")):
+        if where.startswith(("paced", "max writes", "auth", "sse", "peers")):
             found += _load_anomalies(where, r, rate)
         elif where.startswith("tenants"):
             # The noisy tenant's refused writes are the point; the quiet one's must all land.

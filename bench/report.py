@@ -100,12 +100,41 @@ def _load_table(columns: list[tuple[str, dict[str, Any]]], extra: list[list[str]
     return lines + [f"**Failed:** {e}" for e in errors] + ([""] if errors else [])
 
 
+OTHER_COLUMNS = (("etcd", "etcd"), ("redis", "Redis"), ("baseline", "baseline"))
+
+
+def _other(results: dict[str, Any], system: str, figures: dict[str, Any]) -> str:
+    """A target's figure for a system beside Headway: the value, whether it meets it, a note."""
+    server = results.get("peers", {}).get("servers", {}).get(system, {})
+    if server.get("installed") is False:
+        return "not installed"
+    if figures["measured"] is None:
+        return "-"
+    words = [{True: "met", False: "not met"}[figures["met"]]]
+    if figures.get("note"):
+        words.insert(0, figures["note"])
+    return f"{_fmt(figures['measured'], 2)} ({'; '.join(words)})"
+
+
 def _targets(results: dict[str, Any]) -> list[str]:
     rows = []
     for t in results.get("targets", []):
         mark = {True: "met", False: "NOT MET", None: "-"}[t["met"]]
-        rows.append([t["target"], t["limit"], _fmt(t["measured"], 2), f"**{mark}**", t["verdict"]])
-    return _table(["target", "limit", "measured (Headway)", "status", "by how much"], rows)
+        others = t.get("others", {})
+        rows.append(
+            [t["target"], t["limit"], _fmt(t["measured"], 2), f"**{mark}**", t["verdict"]]
+            + [_other(results, system, others.get(system, {})) for system, _ in OTHER_COLUMNS]
+        )
+    header = ["target", "limit", "Headway", "status", "by how much"]
+    lines = _table(header + [title for _, title in OTHER_COLUMNS], rows)
+    lines += [
+        "The status is Headway's; etcd, Redis and the baseline are measured in the same run "
+        "(etcd and Redis in the peers section below).",
+        "",
+    ]
+    if "peers_skipped" in results:
+        lines += [f"etcd and Redis: {results['peers_skipped']}.", ""]
+    return lines
 
 
 def _paced(results: dict[str, Any]) -> list[str]:
@@ -354,6 +383,13 @@ METHOD = """## Method
 """
 
 
+def _peers(results: dict[str, Any]) -> list[str]:
+    # Imported here: the peers' renderer builds on this module's tables.
+    from bench.peers.report import peers_lines
+
+    return peers_lines(results)
+
+
 def render(results: dict[str, Any]) -> str:
     profile = results["profile"]
     make = "make bench" if profile == "full" else "make bench-quick"
@@ -369,6 +405,7 @@ def render(results: dict[str, Any]) -> str:
         *_paced(results),
         *_sse(results),
         *_max_writes(results),
+        *_peers(results),
         *_auth(results),
         *_tenants(results),
         *_idle(results),

@@ -27,6 +27,7 @@ from bench import check, conflation, extras, machine, report
 from bench.history import ensure_history
 from bench.identity import write_token_file
 from bench.load import LoadSpec, run_load
+from bench.peers import section as peer_section
 from bench.scenarios import PROFILES, Profile
 from bench.servers import BASELINE, ServerSpec
 from bench.stats import mib, ratio
@@ -39,7 +40,7 @@ OUT = Path("bench/out")
 UNLIMITED = ("--quota-mutation-rate", "0")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL", *UNLIMITED))
 HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL", *UNLIMITED))
-SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse", "conflation")
+SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse", "conflation", "peers")
 # The SSE section's server: the HTTP gateway on too, for both transports of a pair.
 HEADWAY_HTTP = replace(HEADWAY_FULL, http=True)
 # Noisy neighbours: a quiet tenant's paced writes beside a tenant writing flat out,
@@ -76,15 +77,19 @@ class Runner:
 
     def _load(self, label: str, spec: ServerSpec, load: LoadSpec) -> dict[str, Any]:
         """One load run, repeated once (within the budget) if other jobs disturbed it."""
+        return self.measured(label, lambda workdir: run_load(spec, load, workdir))
+
+    def measured(self, label: str, run: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """`run(workdir)`, repeated once (within the budget) if other jobs disturbed it."""
         workdir = self.workroot / label
         began = time.monotonic()
-        figures = self._attempt(label, lambda: run_load(spec, load, workdir))
+        figures = self._attempt(label, lambda: run(workdir))
         spent = time.monotonic() - began
         disturbed = figures.get("other_cpu_cores", 0) > DISTURBED_CORES
         if disturbed and self.retry_budget >= spent:
             self.retry_budget -= spent
             print(f"    other jobs used {figures['other_cpu_cores']} cores; again", flush=True)
-            again = self._attempt(label, lambda: run_load(spec, load, workdir))
+            again = self._attempt(label, lambda: run(workdir))
             if again.get("other_cpu_cores", 99) < figures["other_cpu_cores"]:
                 figures = again
             figures["attempts"] = 2
@@ -286,6 +291,10 @@ class Runner:
             for spec in (HEADWAY_FULL, BASELINE)
         }
 
+    def peers(self) -> None:
+        """The paced scenarios and max writes against etcd and Redis pub/sub (bench.peers)."""
+        peer_section.run(self.profile, self.measured, self.results)
+
     def history(self) -> None:
         p = self.profile
         print(f"  history ({p.history_tasks} tasks, {p.history_events} events) ...", flush=True)
@@ -354,6 +363,7 @@ def main() -> None:
         "history": runner.history,
         "sse": runner.sse,
         "conflation": runner.conflation,
+        "peers": runner.peers,
     }
     for name in sections:
         print(f"{name}:", flush=True)

@@ -1,9 +1,19 @@
-"""The targets Headway is measured against, and the verdict on each.
+"""The targets Headway is measured against, with etcd, Redis and the baseline beside it.
 
-The absolute targets are etcd's figures measured on the same kind of machine;
-the relative ones compare Headway with the baseline server in the same run,
-which is the fairer test of the server itself, because on two shared cores
-the Python load generator is part of every figure at N >= 100.
+Each target names the figure it reads in results.json, so the same target is
+read for every system that ran the scenario in the same run: Headway and the
+baseline from their own sections (`paced`, `max_writes`), etcd and Redis from
+`peers` (same scenario keys). The status is Headway's; the other columns say
+whether each of them would meet it. A figure that is not in results.json is
+"not measured": the section that would produce it did not run, or does not
+exist yet. Scenarios added later plug in by storing their figure under the
+name the target reads:
+
+- `starvation.idle_2000.ack_p99_ratio`: ack p99 of 100 writes/s beside 2,000
+  idle subscribers over the ack p99 with none (Headway);
+- `starvation.live_1000.ack_p99_ratio`: the same beside 1,000 live subscribers;
+- `history.loaded.rss_after_start_mib`: RSS after start-up on a history of
+  100,000 tasks and 1,000,000 events (counted only at that size).
 """
 
 from __future__ import annotations
@@ -13,6 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 BYTES_PER_MIB = 1 << 20
+PEERS = ("etcd", "redis")
+OTHERS = ("etcd", "redis", "baseline")  # the columns beside Headway
+# What the other systems' max writes are, since they do not store durably like Headway.
+NOT_DURABLE = {"redis": "not durable", "baseline": "stores nothing"}
+# Headway's run in a section, where it is not simply called "headway".
+HEADWAY_RUN = {"max_writes": "headway_full"}
+HELD = 0.98  # writes are held when at least this share of the paced rate is acknowledged
+
+# (results, system) -> the figure, or None when it was not measured.
+Measure = Callable[[dict[str, Any], str], float | None]
 
 
 @dataclass(frozen=True)
@@ -21,123 +41,166 @@ class Target:
     unit: str
     limit: float
     at_most: bool  # True: measured <= limit; False: measured >= limit
-    measure: Callable[[dict[str, Any]], float | None]
+    section: str  # the results.json key whose figures it reads
+    measure: Measure
+    durable_only: bool = False  # a figure of a non-durable system is shown with a note
 
 
-def _paced(key: str, *path: str) -> Callable[[dict[str, Any]], float | None]:
-    def measure(results: dict[str, Any]) -> float | None:
-        node: Any = results.get("paced", {}).get(key)
-        for part in path:
-            if not isinstance(node, dict):
-                return None
-            node = node.get(part)
-        return float(node) if isinstance(node, int | float) else None
+def run_figures(results: dict[str, Any], section: str, key: str, system: str) -> dict[str, Any]:
+    """One system's figures of scenario `key` in `section` ({} if it did not run or failed)."""
+    if system in PEERS:
+        node = results.get("peers", {}).get(section, {}).get(key, {}).get(system)
+    else:
+        run = HEADWAY_RUN.get(section, system) if system == "headway" else system
+        node = results.get(section, {}).get(key, {}).get(run)
+    return node if isinstance(node, dict) and "error" not in node else {}
+
+
+def _number(node: Any) -> float | None:
+    return float(node) if isinstance(node, int | float) and not isinstance(node, bool) else None
+
+
+def _path(node: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _figure(section: str, key: str, *path: str) -> Measure:
+    def measure(results: dict[str, Any], system: str) -> float | None:
+        return _number(_path(run_figures(results, section, key, system), path))
 
     return measure
 
 
-def _max_writes(agents: int) -> Callable[[dict[str, Any]], float | None]:
-    def measure(results: dict[str, Any]) -> float | None:
-        run = results.get("max_writes", {}).get(str(agents), {}).get("headway_full")
-        return None if run is None else float(run["writes_per_s"])
+def _headway_named(name: str) -> Measure:
+    """A figure of Headway's by its dotted name in results.json; the others have none."""
+
+    def measure(results: dict[str, Any], system: str) -> float | None:
+        return _number(_path(results, tuple(name.split(".")))) if system == "headway" else None
 
     return measure
 
 
-def _rss_at_1000(results: dict[str, Any]) -> float | None:
-    """The highest peak RSS of Headway over the N=1000 scenarios, in MB (10^6 bytes)."""
+def _cpu_vs_baseline(key: str) -> Measure:
+    """Server CPU per write of the system over the baseline's, in the same run."""
+
+    def measure(results: dict[str, Any], system: str) -> float | None:
+        cpu = _figure("paced", key, "server_cpu_us_per_write")
+        mine, baseline = cpu(results, system), cpu(results, "baseline")
+        return mine / baseline if mine is not None and baseline else None
+
+    return measure
+
+
+def _rss_at_1000(results: dict[str, Any], system: str) -> float | None:
+    """The highest peak server RSS over the N=1000 paced scenarios, in MB (10^6 bytes)."""
+    section = results.get("peers", {}) if system in PEERS else results
     peaks = [
-        scenario["headway"]["server_peak_rss_mib"]
-        for scenario in results.get("paced", {}).values()
-        if scenario["subscribers"] == 1000 and "headway" in scenario
+        _number(run_figures(results, "paced", key, system).get("server_peak_rss_mib"))
+        for key, scenario in section.get("paced", {}).items()
+        if scenario.get("subscribers") == 1000
     ]
-    return max(peaks) * BYTES_PER_MIB / 1e6 if peaks else None
+    found = [peak for peak in peaks if peak is not None]
+    return max(found) * BYTES_PER_MIB / 1e6 if found else None
 
 
-def _cpu_per_write_ratio(key: str) -> Callable[[dict[str, Any]], float | None]:
-    """Headway's server CPU per acknowledged write over the baseline's, in one paced scenario."""
-
-    def measure(results: dict[str, Any]) -> float | None:
-        scenario = results.get("paced", {}).get(key, {})
-        ours = scenario.get("headway", {}).get("server_cpu_us_per_write")
-        theirs = scenario.get("baseline", {}).get("server_cpu_us_per_write")
-        return float(ours) / float(theirs) if ours and theirs else None
-
-    return measure
-
-
-def _rss_after_start(results: dict[str, Any]) -> float | None:
-    """RSS just after start-up on the large history (100k tasks, 1M events), in MB."""
+def _startup_rss(results: dict[str, Any], system: str) -> float | None:
+    """Headway's RSS after start-up on 100k tasks and 1M events, in MB."""
     history = results.get("history", {})
-    if history.get("tasks", 0) < 100_000:  # the quick profile's history is smaller
+    if system != "headway" or history.get("tasks", 0) < 100_000:
         return None
-    rss = history.get("loaded", {}).get("rss_after_start_mib")
-    return float(rss) * BYTES_PER_MIB / 1e6 if isinstance(rss, int | float) else None
+    if history.get("events", 0) < 1_000_000:
+        return None
+    rss = _headway_named("history.loaded.rss_after_start_mib")(results, system)
+    return None if rss is None else rss * BYTES_PER_MIB / 1e6
 
 
-def targets(paced_keys: list[tuple[str, str]]) -> list[Target]:
-    """Every target; `paced_keys` are the (key, title) of the paced scenarios that ran."""
-    fixed = [
-        Target("p99 latency, N=1, 200 updates/s", "ms", 1.2, True,
-               _paced("n1_200", "headway", "latency", "p99_ms")),
-        Target("p99 latency, N=100, 200 updates/s", "ms", 5.0, True,
-               _paced("n100_200", "headway", "latency", "p99_ms")),
-        Target("p99 latency, N=1000, 20 updates/s", "ms", 35.0, True,
-               _paced("n1000_20", "headway", "latency", "p99_ms")),
-        Target("deliveries/s, N=1000, 200 updates/s (keeps up)", "/s", 190_000, False,
-               _paced("n1000_200", "headway", "deliveries_per_s")),
-        Target("p99 latency, N=1000, 200 updates/s", "ms", 250.0, True,
-               _paced("n1000_200", "headway", "latency", "p99_ms")),
-        Target("max durable writes/s, 8 agents, N=1", "/s", 3300, False, _max_writes(8)),
-        Target("server peak RSS with N=1000 subscribers", "MB", 100, True,
+def targets() -> list[Target]:
+    return [
+        Target("deliveries/s, N=1000, 200 updates/s", "/s", 180_000, False, "paced",
+               _figure("paced", "n1000_200", "deliveries_per_s")),
+        Target("p99 latency, N=1000, 200 updates/s", "ms", 500, True, "paced",
+               _figure("paced", "n1000_200", "latency", "p99_ms")),
+        Target("writes held, N=1000, 200 updates/s (acknowledged/s)", "/s", 200 * HELD, False,
+               "paced", _figure("paced", "n1000_200", "writes_per_s")),
+        Target("writes held, N=1000, 20 updates/s (acknowledged/s)", "/s", 20 * HELD, False,
+               "paced", _figure("paced", "n1000_20", "writes_per_s")),
+        Target("p99 latency, N=1000, 20 updates/s", "ms", 150, True, "paced",
+               _figure("paced", "n1000_20", "latency", "p99_ms")),
+        Target("p99 latency, N=100, 200 updates/s", "ms", 10, True, "paced",
+               _figure("paced", "n100_200", "latency", "p99_ms")),
+        Target("p99 latency, N=1, 200 updates/s", "ms", 2.5, True, "paced",
+               _figure("paced", "n1_200", "latency", "p99_ms")),
+        Target("p50 latency, N=1, 200 updates/s", "ms", 1.2, True, "paced",
+               _figure("paced", "n1_200", "latency", "p50_ms")),
+        Target("max durable writes/s, 8 agents, N=1", "/s", 2_800, False, "max_writes",
+               _figure("max_writes", "8", "writes_per_s"), durable_only=True),
+        Target("server CPU per write vs the baseline's, N=1, 200 updates/s", "x", 1.2, True,
+               "paced", _cpu_vs_baseline("n1_200")),
+        Target("ack p99, 100 writes/s beside 2,000 idle subscribers, vs none", "x", 2.0, True,
+               "starvation", _headway_named("starvation.idle_2000.ack_p99_ratio")),
+        Target("ack p99, 100 writes/s beside 1,000 live subscribers, vs none", "x", 2.0, True,
+               "starvation", _headway_named("starvation.live_1000.ack_p99_ratio")),
+        Target("server peak RSS with N=1000 subscribers", "MB", 100, True, "paced",
                _rss_at_1000),
-        Target("max durable writes/s, 8 agents, N=1 (write path)", "/s", 2800, False,
-               _max_writes(8)),
-        Target("server CPU per write vs baseline, N=1, 200 updates/s", "x", 1.2, True,
-               _cpu_per_write_ratio("n1_200")),
-        Target("RSS after start with the large history (100k tasks, 1M events)", "MB", 150,
-               True, _rss_after_start),
+        Target("RSS after start-up, 100k tasks and 1M events", "MB", 150, True, "history",
+               _startup_rss),
     ]  # fmt: skip
-    relative = []
-    for key, title in paced_keys:
-        relative.append(
-            Target(f"deliveries vs baseline, {title}", "x", 0.8, False,
-                   _paced(key, "deliveries_ratio"))
-        )  # fmt: skip
-        relative.append(
-            Target(f"p99 vs baseline, {title}", "x", 1.5, True, _paced(key, "p99_ratio"))
-        )
-    return fixed + relative
 
 
-def verdict(target: Target, measured: float | None) -> tuple[bool | None, str]:
-    """(met, words): met is None when the figure was not measured in this profile."""
+def met(target: Target, measured: float | None) -> bool | None:
     if measured is None:
-        return None, "not measured in this profile"
+        return None
+    return measured <= target.limit if target.at_most else measured >= target.limit
+
+
+def verdict(target: Target, measured: float | None, results: dict[str, Any]) -> str:
+    if measured is None:
+        if target.section not in results:
+            return f"not measured: no `{target.section}` figures in this run"
+        return "not measured in this profile"
     limit = target.limit
     if target.at_most:
         if measured <= limit:
-            return True, f"met ({(1 - measured / limit) * 100:.0f}% under the limit)"
-        return False, f"not met: {measured / limit:.2f}x the limit"
+            return f"met ({(1 - measured / limit) * 100:.0f}% under the limit)"
+        return f"not met: {measured / limit:.2f}x the limit"
     if measured >= limit:
-        return True, f"met ({measured / limit:.2f}x the target)"
-    return False, f"not met: {measured / limit * 100:.0f}% of the target"
+        return f"met ({measured / limit:.2f}x the target)"
+    return f"not met: {measured / limit * 100:.0f}% of the target"
+
+
+def _limit(limit: float) -> str:
+    return f"{limit:,.0f}" if limit >= 1000 else f"{limit:g}"
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
-    keys = [(key, scenario["title"]) for key, scenario in results.get("paced", {}).items()]
     rows = []
-    for target in targets(keys):
-        measured = target.measure(results)
-        met, words = verdict(target, measured)
+    for target in targets():
+        measured = target.measure(results, "headway")
+        others = {}
+        for system in OTHERS:
+            value = target.measure(results, system)
+            others[system] = {
+                "measured": _rounded(value),
+                "met": met(target, value),
+                "note": NOT_DURABLE.get(system) if target.durable_only else None,
+            }
         rows.append(
             {
                 "target": target.name,
-                "limit": f"{'<=' if target.at_most else '>='} {target.limit:,.4g} {target.unit}",
-                "measured": None if measured is None else round(measured, 3),
+                "limit": f"{'<=' if target.at_most else '>='} {_limit(target.limit)} {target.unit}",
+                "measured": _rounded(measured),
                 "unit": target.unit,
-                "met": met,
-                "verdict": words,
+                "met": met(target, measured),
+                "verdict": verdict(target, measured, results),
+                "others": others,
             }
         )
     return rows
