@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, TypedDict
 
 import pytest
@@ -22,7 +21,7 @@ from headway.client import HeadwayClient, TaskCancelled
 from headway.contrib import Reporter
 from headway.contrib.langchain import HeadwayCallbackHandler, Price
 from headway.v1 import task_pb2
-from tests.harness import ServerHarness
+from tests.contrib.conftest import at_rest, wait_for_task
 
 
 class State(TypedDict):
@@ -67,47 +66,6 @@ def build(model: GenericFakeChatModel, *, fail_in: str = "") -> Any:
     return graph.compile()
 
 
-@pytest.fixture
-async def reporter(harness: ServerHarness) -> AsyncIterator[Reporter]:
-    reporter = Reporter(harness.target, slow=0.5)
-    try:
-        yield reporter
-    finally:
-        await asyncio.to_thread(reporter.close, 5.0)
-
-
-@pytest.fixture
-def task_id() -> str:
-    return f"graph-{uuid.uuid4().hex[:12]}"
-
-
-async def wait_for(
-    client: HeadwayClient,
-    task_id: str,
-    condition: Callable[[task_pb2.Task], bool],
-    timeout: float = 15.0,
-) -> task_pb2.Task:
-    deadline = time.monotonic() + timeout
-    last: task_pb2.Task | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = await client.get_task(task_id)
-        except Exception:
-            last = None
-        if last is not None and condition(last):
-            return last
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task {task_id} never met the condition; last seen: {last}")
-
-
-def at_rest(task: task_pb2.Task) -> bool:
-    return task.state in {
-        task_pb2.TASK_STATE_SUCCEEDED,
-        task_pb2.TASK_STATE_FAILED,
-        task_pb2.TASK_STATE_CANCELLED,
-    }
-
-
 async def test_nodes_tools_and_model_calls_are_steps_with_token_metrics(
     reporter: Reporter, client: HeadwayClient, task_id: str
 ) -> None:
@@ -124,7 +82,7 @@ async def test_nodes_tools_and_model_calls_are_steps_with_token_metrics(
         graph.invoke, {"question": "cat", "answer": "", "rounds": 0}, {"callbacks": [handler]}
     )
     assert state["answer"] == "a cat / cat"
-    done = await wait_for(client, task_id, at_rest)
+    done = await wait_for_task(client, task_id, at_rest)
     assert done.state == task_pb2.TASK_STATE_SUCCEEDED
     assert done.kind == "qa"
     assert done.labels["team"] == "support"
@@ -147,7 +105,7 @@ async def test_an_error_fails_its_step_and_the_task(
         await asyncio.to_thread(
             graph.invoke, {"question": "cat", "answer": "", "rounds": 0}, {"callbacks": [handler]}
         )
-    failed = await wait_for(client, task_id, at_rest)
+    failed = await wait_for_task(client, task_id, at_rest)
     assert failed.state == task_pb2.TASK_STATE_FAILED
     assert failed.error.code == "RuntimeError"
     assert failed.error.message == "the writer quit"
@@ -178,12 +136,12 @@ async def test_a_viewers_cancel_stops_the_graph(
     running = asyncio.create_task(
         asyncio.to_thread(compiled.invoke, {"question": "", "answer": "", "rounds": 0}, config)
     )
-    await wait_for(client, task_id, lambda t: len(t.steps) >= 3)
+    await wait_for_task(client, task_id, lambda t: len(t.steps) >= 3)
     await client.cancel_task(task_id, reason="enough")
     with pytest.raises(TaskCancelled):
         await asyncio.wait_for(running, 15)
     assert len(ran) < 400
-    cancelled = await wait_for(client, task_id, at_rest)
+    cancelled = await wait_for_task(client, task_id, at_rest)
     assert cancelled.state == task_pb2.TASK_STATE_CANCELLED
     assert not cancelled.cancel_request.forced
     assert cancelled.cancel_request.reason == "enough"
