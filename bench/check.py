@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from bench import starvation
 from bench.scenarios import Profile
 
 
@@ -83,6 +84,7 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | No
             runs.append((f"tenants {part}", results["tenants"].get(part, {}), None))
     for server, figures in results.get("idle_memory", {}).items():
         runs.append((f"idle memory {server}", figures, None))
+    runs += starvation.runs(results)
     history = results.get("history", {})
     for part in ("empty", "loaded"):
         if history:
@@ -100,6 +102,7 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
         "idle": ("idle_memory", 2),
         "history": ("history", None),
         "sse": ("sse", len(profile.sse)),
+        "starvation": ("starvation", None),
     }
     for section in sections:
         key, count = expected[section]
@@ -122,7 +125,7 @@ def anomalies(results: dict[str, Any]) -> list[str]:
     for where, r, rate in _runs(results):
         if not r or "error" in r:
             continue
-        if where.startswith(("paced", "max writes", "auth", "sse")):
+        if where.startswith(("paced", "max writes", "auth", "sse", "starvation")):
             found += _load_anomalies(where, r, rate)
         elif where.startswith("tenants"):
             # The noisy tenant's refused writes are the point; the quiet one's must all land.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bench import starvation
+
 Getter = Callable[[dict[str, Any]], Any]
 
 
@@ -366,6 +368,7 @@ def render(results: dict[str, Any]) -> str:
         *_targets(results),
         *_paced(results),
         *_sse(results),
+        *starvation.render(results),
         *_max_writes(results),
         *_auth(results),
         *_tenants(results),

@@ -54,6 +54,40 @@ def _rss_at_1000(results: dict[str, Any]) -> float | None:
     return max(peaks) * BYTES_PER_MIB / 1e6 if peaks else None
 
 
+def _starvation(key: str) -> Callable[[dict[str, Any]], float | None]:
+    def measure(results: dict[str, Any]) -> float | None:
+        value = results.get("starvation", {}).get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    return measure
+
+
+def fanout_targets() -> list[Target]:
+    """Writers first (bench/starvation.py) and the fan-out tick at the paced loads."""
+    return [
+        Target("ack p99 with 2,000 idle subscribers vs none, 100 writes/s", "x", 2.0, True,
+               _starvation("idle_ack_p99_ratio")),
+        Target("ack p99 with 1,000 live subscribers vs none, 100 writes/s", "x", 2.0, True,
+               _starvation("live_ack_p99_ratio")),
+        Target("fan-out: deliveries/s, N=1000, 200 updates/s", "/s", 180_000, False,
+               _paced("n1000_200", "headway", "deliveries_per_s")),
+        Target("fan-out: p99 latency, N=1000, 200 updates/s", "ms", 500.0, True,
+               _paced("n1000_200", "headway", "latency", "p99_ms")),
+        Target("fan-out: writes held, N=1000, 200 updates/s", "/s", 196, False,
+               _paced("n1000_200", "headway", "writes_per_s")),
+        Target("fan-out: writes held, N=1000, 20 updates/s", "/s", 19.6, False,
+               _paced("n1000_20", "headway", "writes_per_s")),
+        Target("fan-out: p99 latency, N=1000, 20 updates/s", "ms", 150.0, True,
+               _paced("n1000_20", "headway", "latency", "p99_ms")),
+        Target("fan-out: p99 latency, N=100, 200 updates/s", "ms", 10.0, True,
+               _paced("n100_200", "headway", "latency", "p99_ms")),
+        Target("fan-out: p99 latency, N=1, 200 updates/s", "ms", 2.5, True,
+               _paced("n1_200", "headway", "latency", "p99_ms")),
+        Target("fan-out: p50 latency, N=1, 200 updates/s", "ms", 1.2, True,
+               _paced("n1_200", "headway", "latency", "p50_ms")),
+    ]  # fmt: skip
+
+
 def targets(paced_keys: list[tuple[str, str]]) -> list[Target]:
     """Every target; `paced_keys` are the (key, title) of the paced scenarios that ran."""
     fixed = [
@@ -80,7 +114,7 @@ def targets(paced_keys: list[tuple[str, str]]) -> list[Target]:
         relative.append(
             Target(f"p99 vs baseline, {title}", "x", 1.5, True, _paced(key, "p99_ratio"))
         )
-    return fixed + relative
+    return fixed + relative + fanout_targets()
 
 
 def verdict(target: Target, measured: float | None) -> tuple[bool | None, str]:
