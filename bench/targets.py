@@ -65,9 +65,9 @@ def _starvation(key: str) -> Callable[[dict[str, Any]], float | None]:
 def fanout_targets() -> list[Target]:
     """Writers first (bench/starvation.py) and the fan-out tick at the paced loads."""
     return [
-        Target("ack p99 with 2,000 idle subscribers vs none, 100 writes/s", "x", 2.0, True,
+        Target("ack p99, idle subscribers (2,000; quick 200) vs none, 100/s", "x", 2.0, True,
                _starvation("idle_ack_p99_ratio")),
-        Target("ack p99 with 1,000 live subscribers vs none, 100 writes/s", "x", 2.0, True,
+        Target("ack p99, live subscribers (1,000; quick 100) vs none, 100/s", "x", 2.0, True,
                _starvation("live_ack_p99_ratio")),
         Target("fan-out: deliveries/s, N=1000, 200 updates/s", "/s", 180_000, False,
                _paced("n1000_200", "headway", "deliveries_per_s")),
