@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from bench import conflation
+from bench import conflation, starvation
 from bench.scenarios import Profile
 
 
@@ -92,6 +92,7 @@ def _runs(results: dict[str, Any]) -> list[tuple[str, dict[str, Any], float | No
             runs.append((f"peers max writes {agents} agents {peer}", figures, None))
     for server, figures in results.get("idle_memory", {}).items():
         runs.append((f"idle memory {server}", figures, None))
+    runs += starvation.runs(results)
     history = results.get("history", {})
     for part in ("empty", "loaded"):
         if history:
@@ -111,6 +112,7 @@ def missing(results: dict[str, Any], profile: Profile, sections: list[str]) -> l
         "sse": ("sse", len(profile.sse)),
         "conflation": ("conflation", None),
         "peers": ("peers", None),
+        "starvation": ("starvation", None),
     }
     for section in sections:
         key, count = expected[section]
@@ -133,7 +135,7 @@ def anomalies(results: dict[str, Any]) -> list[str]:
     for where, r, rate in _runs(results):
         if not r or "error" in r:
             continue
-        if where.startswith(("paced", "max writes", "auth", "sse", "peers")):
+        if where.startswith(("paced", "max writes", "auth", "sse", "peers", "starvation")):
             found += _load_anomalies(where, r, rate)
         elif where.startswith("tenants"):
             # The noisy tenant's refused writes are the point; the quiet one's must all land.

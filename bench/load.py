@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,10 @@ class LoadSpec:
     writer_rates: tuple[float | None, ...] | None = None
     # How subscribers watch: "grpc" (Subscribe) or "sse" (the HTTP gateway's GET /v1/events).
     transport: str = "grpc"
+    # Streams that watch every task but stop reading once synced (stalled readers):
+    # nothing is measured on them but what they cost the writers.
+    idle_subscribers: int = 0
+    idle_procs: int = 1
 
 
 def _sleep_until(deadline_ns: int) -> None:
@@ -78,6 +83,19 @@ def _start_subscribers(load: LoadSpec, server: ServerProcess, started: list[Chil
             token=load.subscriber_token,
         )
         children.append(Child(f"subscribers-{i}", subscriber_process, plan))
+        started.append(children[-1])
+    for child in children:
+        child.expect("ready", 120)
+    return children
+
+
+def _start_idle(load: LoadSpec, server: ServerProcess, started: list[Child]) -> list[Child]:
+    """The idle streams' processes (one connection each), all streams past `synced`."""
+    children = []
+    procs = min(load.idle_procs, load.idle_subscribers)
+    for i, streams in enumerate(split(load.idle_subscribers, procs) if procs else []):
+        plan = SubscriberPlan(server.target, streams, 1, token=load.subscriber_token, read=False)
+        children.append(Child(f"idle-subscribers-{i}", subscriber_process, plan))
         started.append(children[-1])
     for child in children:
         child.expect("ready", 120)
@@ -136,6 +154,7 @@ def run_load(server_spec: ServerSpec, load: LoadSpec, workdir: Path) -> dict[str
     failed = True
     try:
         subscribers = _start_subscribers(load, server, children)
+        idle = _start_idle(load, server, children)
         writers = _start_writers(load, server.target, children)
 
         window = Window.after(0.3, load.warmup, load.duration)
@@ -158,15 +177,24 @@ def run_load(server_spec: ServerSpec, load: LoadSpec, workdir: Path) -> dict[str
         sub_reports: list[SubscriberReport] = [
             child.expect("report", 60 + load.drain_timeout) for child in subscribers
         ]
+        for child in idle:
+            child.send(("drain", 0, 0.0))
+        idle_reports: list[SubscriberReport] = [child.expect("report", 60) for child in idle]
         failed = False
     finally:
         for child in children:
             child.stop(1 if failed else 10)
         peak_rss = sampler.stop()
         server.stop()
-    return _figures(
+    figures = _figures(
         server, load, window.seconds, writer_reports, sub_reports, cores, peak_rss, connections
     )
+    if load.idle_subscribers:
+        figures["idle_subscribers"] = load.idle_subscribers
+        figures["idle_stream_errors"] = dict(
+            sum((Counter(r.errors) for r in idle_reports), Counter())
+        )
+    return figures
 
 
 def _figures(
@@ -211,6 +239,7 @@ def _figures(
         "streams_short": sum(r.short_streams for r in sub_reports),
         "extra_deliveries": sum(r.extra for r in sub_reports),
         "events_per_response": round(delivered / responses, 2) if responses else None,
+        "responses_per_s": round(responses / seconds, 1),
         "latency": latency,
         "ack_latency": ack,
         "writer_max_lag_ms": round(max((w.max_lag_ms for w in writer_reports), default=0), 2),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bench import conflation
+from bench import conflation, starvation
 
 Getter = Callable[[dict[str, Any]], Any]
 
@@ -404,6 +404,7 @@ def render(results: dict[str, Any]) -> str:
         *_targets(results),
         *_paced(results),
         *_sse(results),
+        *starvation.render(results),
         *_max_writes(results),
         *_peers(results),
         *_auth(results),

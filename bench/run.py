@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bench import check, conflation, extras, machine, report
+from bench import check, conflation, extras, machine, report, starvation
 from bench.history import ensure_history
 from bench.identity import write_token_file
 from bench.load import LoadSpec, run_load
@@ -40,7 +40,18 @@ OUT = Path("bench/out")
 UNLIMITED = ("--quota-mutation-rate", "0")
 HEADWAY_FULL = ServerSpec("headway", ("--sqlite-synchronous", "FULL", *UNLIMITED))
 HEADWAY_NORMAL = ServerSpec("headway", ("--sqlite-synchronous", "NORMAL", *UNLIMITED))
-SECTIONS = ("paced", "max", "auth", "tenants", "idle", "history", "sse", "conflation", "peers")
+SECTIONS = (
+    "paced",
+    "max",
+    "auth",
+    "tenants",
+    "idle",
+    "history",
+    "sse",
+    "starvation",
+    "conflation",
+    "peers",
+)
 # The SSE section's server: the HTTP gateway on too, for both transports of a pair.
 HEADWAY_HTTP = replace(HEADWAY_FULL, http=True)
 # Noisy neighbours: a quiet tenant's paced writes beside a tenant writing flat out,
@@ -295,6 +306,10 @@ class Runner:
         """The paced scenarios and max writes against etcd and Redis pub/sub (bench.peers)."""
         peer_section.run(self.profile, self.measured, self.results)
 
+    def starvation(self) -> None:
+        """Writers' ack latency with no, idle and live subscribers (bench/starvation.py)."""
+        self.results["starvation"] = starvation.run(self.profile.name, HEADWAY_FULL, self._load)
+
     def history(self) -> None:
         p = self.profile
         print(f"  history ({p.history_tasks} tasks, {p.history_events} events) ...", flush=True)
@@ -364,6 +379,7 @@ def main() -> None:
         "sse": runner.sse,
         "conflation": runner.conflation,
         "peers": runner.peers,
+        "starvation": runner.starvation,
     }
     for name in sections:
         print(f"{name}:", flush=True)

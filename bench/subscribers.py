@@ -25,6 +25,10 @@ from bench.identity import bearer
 from bench.wire import MARKER, SUBSCRIBE
 from headway.v1 import task_service_pb2
 
+# Streams opened at once: a server refuses (CANCELLED) some of a burst of a thousand new
+# streams on one connection, so they open in waves, each after the last has synced.
+OPEN_WAVE = 250
+
 
 @dataclass(frozen=True)
 class SubscriberPlan:
@@ -33,6 +37,8 @@ class SubscriberPlan:
     connections: int
     ready_timeout: float = 60.0
     token: str | None = None
+    # False: stop reading once synced, as a stalled reader does (the stream stays open).
+    read: bool = True
 
 
 @dataclass
@@ -55,12 +61,13 @@ class SubscriberReport:
 class StreamCount:
     """What one stream received inside the window, and how it ended."""
 
-    __slots__ = ("count", "error", "synced")
+    __slots__ = ("count", "error", "settled", "synced")
 
     def __init__(self) -> None:
         self.count = 0
         self.synced = False
         self.error: str | None = None
+        self.settled = asyncio.Event()  # synced, or ended before it
 
 
 class Tally:
@@ -84,6 +91,7 @@ class Tally:
         """`stream` reached `synced`; all are ready once `streams` of them have."""
         if not stream.synced:
             stream.synced = True
+            stream.settled.set()
             self.synced += 1
             if self.synced == streams:
                 self.all_synced.set()
@@ -126,16 +134,24 @@ def _has_synced(data: bytes) -> bool:
 
 
 async def _watch(
-    call: grpc.aio.UnaryStreamCall[bytes, bytes], stream: StreamCount, tally: Tally, streams: int
+    call: grpc.aio.UnaryStreamCall[bytes, bytes],
+    stream: StreamCount,
+    tally: Tally,
+    streams: int,
+    *,
+    read: bool = True,
 ) -> None:
     try:
         async for data in call:
             now = time.monotonic_ns()
             if not stream.synced and _has_synced(data):
                 tally.mark_synced(stream, streams)
+                if not read:
+                    await asyncio.Future()  # open, never read again, until cancelled
             tally.count(stream, data, now)
     except grpc.aio.AioRpcError as error:
         stream.error = error.code().name
+        stream.settled.set()
     except asyncio.CancelledError:
         if stream.error is None:
             stream.error = "CANCELLED_BY_BENCH"
@@ -166,16 +182,21 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
     streams = [StreamCount() for _ in range(plan.streams)]
     calls = []
     watchers = []
-    for index, stream in enumerate(streams):
-        channel = channels[index % len(channels)]
-        subscribe = channel.unary_stream(SUBSCRIBE)  # raw bytes in and out
-        call: grpc.aio.UnaryStreamCall[bytes, bytes] = subscribe(
-            request, metadata=bearer(plan.token)
-        )
-        calls.append(call)
-        watchers.append(asyncio.create_task(_watch(call, stream, tally, plan.streams)))
     try:
         async with asyncio.timeout(plan.ready_timeout):
+            for index, stream in enumerate(streams):
+                if index and index % OPEN_WAVE == 0:
+                    wave = streams[index - OPEN_WAVE : index]
+                    await asyncio.gather(*(s.settled.wait() for s in wave))
+                channel = channels[index % len(channels)]
+                subscribe = channel.unary_stream(SUBSCRIBE)  # raw bytes in and out
+                call: grpc.aio.UnaryStreamCall[bytes, bytes] = subscribe(
+                    request, metadata=bearer(plan.token)
+                )
+                calls.append(call)
+                watchers.append(
+                    asyncio.create_task(_watch(call, stream, tally, plan.streams, read=plan.read))
+                )
             await tally.all_synced.wait()
     except TimeoutError:
         failed = Counter(s.error for s in streams if s.error)
@@ -195,6 +216,8 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
 
     for call in calls:
         call.cancel()
+    for watcher in watchers:
+        watcher.cancel()  # a stream that stopped reading waits on nothing the call ends
     await asyncio.gather(*watchers, return_exceptions=True)
     for channel in channels:
         await channel.close(None)

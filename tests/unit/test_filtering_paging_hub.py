@@ -12,6 +12,7 @@ from headway.server import paging
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter, TaskFacts
 from headway.server.hub import FanoutObserver, Hub, Subscriber
+from headway.server.pacing import FanoutTick
 from headway.server.records import encode_varint, frame
 from headway.server.store.base import EventRecord
 from headway.v1 import event_pb2, log_pb2, task_pb2, task_service_pb2
@@ -436,7 +437,8 @@ async def test_a_subscriber_that_falls_behind_is_ended_and_the_others_go_on() ->
 
     hub.publish([make_event(5), make_event(6)])
     assert slow.events == []
-    assert slow.offer(make_event(7)) is False
+    late = [make_event(7)]
+    assert slow.offer(late, late) is False
     assert revisions(fast) == [4, 5, 6]
 
 
@@ -518,30 +520,29 @@ def test_advance_never_moves_the_revision_back() -> None:
     assert hub.head("globex") == 4
 
 
-# -- hub: linger ------------------------------------------------------------------------
+# -- hub: the fan-out tick ------------------------------------------------------------
 
 
-async def test_many_subscribers_are_woken_once_for_several_publishes() -> None:
+async def test_many_subscribers_are_woken_a_chunk_at_a_time_with_every_publish_queued() -> None:
     import asyncio
 
-    hub = Hub(capacity=100, max_subscribers=100, linger_per_subscriber=0.001, linger_max=0.02)
-    subscribers = [register(hub) for _ in range(10)]  # linger: 10 ms
+    hub = Hub(capacity=100, max_subscribers=100, tick=FanoutTick(max_period=0.25, chunk=4))
+    subscribers = [register(hub) for _ in range(10)]
     hub.publish([make_event(1)])
     hub.publish([make_event(2)])
-    assert not any(s.wakeup.is_set() for s in subscribers)  # held back for a moment
-    await asyncio.sleep(0.05)
-    assert all(s.wakeup.is_set() for s in subscribers)
-    assert all(
-        [e.revision for e in parse([frame(e.data) for e in s.take()])] == [1, 2]
-        for s in subscribers
-    )
+    assert not any(s.wakeup.is_set() for s in subscribers), "publish itself wakes no one"
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sum(s.wakeup.is_set() for s in subscribers) == 4, "one chunk at a time"
+    assert all(revisions(s) == [1, 2] for s in subscribers), "one write carries both"
 
 
 async def test_few_subscribers_are_woken_at_once() -> None:
-    hub = Hub(capacity=100, max_subscribers=100, linger_per_subscriber=0.0001, linger_max=0.02)
-    subscriber = register(hub)  # linger 0.1 ms: below the floor, no wait
+    hub = make_hub()
+    subscriber = register(hub)
     hub.publish([make_event(1)])
     assert subscriber.wakeup.is_set()
+    assert hub.tick.rounds == 0
 
 
 async def test_an_overflowing_subscriber_is_evicted_and_counted_once() -> None:

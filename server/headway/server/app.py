@@ -35,6 +35,7 @@ from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.metrics import Metrics, MetricsServer
+from headway.server.pacing import FanoutTick
 from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
@@ -141,8 +142,9 @@ async def create_server(
     hub = Hub(
         capacity=settings.subscriber_queue_events,
         max_subscribers=settings.max_subscribers,
-        linger_per_subscriber=settings.fanout_linger_per_subscriber.total_seconds(),
-        linger_max=settings.fanout_linger_max.total_seconds(),
+        tick=FanoutTick(
+            max_period=settings.fanout_tick_max.total_seconds(), gain=settings.fanout_tick_gain
+        ),
     )
     engine = Engine(store, hub, settings, **({"clock": clock} if clock else {}))
     metrics = Metrics() if settings.metrics_address else None

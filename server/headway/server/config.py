@@ -179,12 +179,17 @@ class Settings(BaseSettings):
         4096, ge=1, description="Events queued for one subscriber before it is ended as too slow."
     )
     max_subscribers: int = Field(10_000, ge=1, description="Concurrent Subscribe streams.")
-    fanout_linger_per_subscriber: Duration = Field(
-        timedelta(microseconds=20),
-        description="How long a change waits, per live subscriber, to share a write with others.",
+    fanout_tick_max: Duration = Field(
+        timedelta(milliseconds=250),
+        description="The longest the fan-out tick waits between two rounds of writes to "
+        "subscribers (its period follows the event loop's lag, zero when idle).",
     )
-    fanout_linger_max: Duration = Field(
-        timedelta(milliseconds=10), description="The longest a change waits to share a write."
+    fanout_tick_gain: float = Field(
+        1.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="The fan-out tick's period as a multiple of its last round's length: "
+        "a larger gain leaves more of the event loop to the writers, at the cost of latency.",
     )
     heartbeat_default: Duration = Field(
         timedelta(seconds=30), description="Heartbeat interval when a subscriber asks for none."

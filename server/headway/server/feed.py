@@ -88,6 +88,7 @@ class ChangeFeed:
         self._subscriber: Subscriber | None = None
         self._pin: int | None = None
         self._caught_up: AsyncIterator[tuple[list[Emitted], bool]] | None = None
+        self._rest_sent = False
         self.head = 0
         # Set once every change up to `head` (or the snapshot) has been yielded.
         self.live = asyncio.Event()
@@ -174,9 +175,12 @@ class ChangeFeed:
         self._unpin()
         # Everything up to `head` is out: from here on only live changes (and heartbeats).
         self.live.set()
-        if not at_rest:
-            async for batch in self._live():
-                yield batch
+        if at_rest:
+            return
+        # Live: one batch per wake of the fan-out tick, awaited here directly
+        # (no generator in between: this runs once per write of every stream).
+        while (live := await self._next_live()) is not None:
+            yield live
 
     async def _snapshot(self, head: int) -> AsyncIterator[tuple[list[Emitted], bool]]:
         """Every matching task as it stands at `head`, then SYNCED; bounded batches."""
@@ -259,14 +263,23 @@ class ChangeFeed:
                     return selected, True
         return selected, False
 
-    async def _live(self) -> AsyncIterator[list[Emitted]]:
+    async def _next_live(self) -> list[Emitted] | None:
+        """The next live batch: everything queued when the tick woke this feed, or a heartbeat.
+
+        Waits for a wake even when changes are already queued: the tick decides
+        when a subscriber writes, so that a busy loop makes fuller writes
+        rather than more of them. None once a watched task came to rest.
+        """
         subscriber = self.subscriber
+        if subscriber.rest_reached and self._rest_sent:
+            return None
         while True:
             self._raise_if_ended()
-            if not subscriber.pending and not subscriber.heartbeat_due:
-                await subscriber.wakeup.wait()
-                subscriber.wakeup.clear()
-                self._raise_if_ended()
+            # Whatever this feed was woken for is written: the tick's round may end.
+            self._hub.tick.returned(subscriber)
+            await subscriber.wakeup.wait()
+            subscriber.wakeup.clear()
+            self._raise_if_ended()
             batch: list[Emitted] = list(subscriber.take())
             if not batch:
                 if not subscriber.heartbeat_due:
@@ -277,9 +290,8 @@ class ChangeFeed:
                 batch = [Notice(head, beat.SerializeToString())]
             subscriber.heartbeat_due = False
             self._hub.observer.live_batch(batch)  # delivery lag, for the metrics
-            yield batch
-            if subscriber.rest_reached:
-                return
+            self._rest_sent = subscriber.rest_reached
+            return batch
 
     def _raise_if_ended(self) -> None:
         ended = self.subscriber.ended

@@ -1,15 +1,16 @@
 """Fan-out of committed changes to live subscribers.
 
 The engine publishes each batch of committed events once; the hub appends the
-event (encoded once, at commit, and shared by every queue) to the queue of
-every subscriber whose filter matches, and wakes it: at once when there are
-few subscribers; after a short linger that grows with their number when there
-are many, so that one write per subscriber carries the events of several
-commits. Publishing never waits
-on a subscriber: a queue that reaches its capacity ends that subscription
-(RESOURCE_EXHAUSTED) and frees its memory, so one slow reader cannot slow the
-writers or the other readers. A subscriber that asked to conflate is kept
-instead: its backlog collapses to each task's latest change (`conflation`).
+events (encoded once, at commit, and shared by every queue) to the queue of
+every subscriber whose filter matches, and hands the subscriber to the fan-out
+tick (pacing.py), which wakes it at once when the loop is quiet and in paced
+rounds when it is not, so that one write per subscriber carries every change
+queued for it and the writers' calls are never queued behind the fan-out.
+Publishing never waits on a subscriber: a queue that reaches its capacity ends
+that subscription (RESOURCE_EXHAUSTED) and frees its memory, so one slow reader
+cannot slow the writers or the other readers. A subscriber that asked to
+conflate is kept instead: its backlog collapses to each task's latest change
+(`conflation`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from headway.server.conflation import Conflation
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter
+from headway.server.pacing import FanoutTick
 from headway.server.store.base import EventRecord
 
-# Subscribers woken per event-loop iteration when a lingered flush wakes many.
-WAKE_CHUNK = 64
+# The longest a fan-out tick waits by default (the bound on what pacing adds to latency).
+DEFAULT_TICK_MAX = 0.25
 
 
 class Subscriber:
@@ -79,14 +81,27 @@ class Subscriber:
             return False
         return self.filter.selects_all or self.filter.matches(event.facts)
 
-    def offer(self, event: EventRecord) -> bool:
-        """Queue one matching event; False when the queue overflowed and the subscription ended."""
+    def offer(self, events: Sequence[EventRecord], changes: Sequence[EventRecord]) -> bool:
+        """Queue the matching ones of one tenant's published `events` (`changes`: without logs).
+
+        False when nothing was queued: none matched, or the queue overflowed and
+        the subscription ended.
+        """
         if self.ended is not None:
             return False
-        conflation = self.conflation
-        if conflation is not None and conflation.absorb(self.events, event, self._capacity):
-            pass  # folded into the pending conflated batch
-        elif len(self.events) >= self._capacity:
+        if self.filter.selects_all:
+            matching = events if self.include_logs else changes
+        else:
+            matching = [e for e in events if self.accepts(e)]
+        if not matching:
+            return False
+        if self.conflation is not None:
+            # Kept, never ended: each change queues while there is room, and from the
+            # overflow on folds into the pending conflated batch.
+            for event in matching:
+                if not self.conflation.absorb(self.events, event, self._capacity):
+                    self.events.append(event)
+        elif len(self.events) + len(matching) > self._capacity:
             self.end(
                 HeadwayError(
                     Kind.RESOURCE_EXHAUSTED,
@@ -98,9 +113,9 @@ class Subscriber:
             )
             return False
         else:
-            self.events.append(event)
-        if self.stop_at_rest and event.at_rest and not event.is_log:
-            self.rest_reached = True
+            self.events.extend(matching)
+        if self.stop_at_rest and not self.rest_reached:
+            self.rest_reached = any(e.at_rest and not e.is_log for e in matching)
         return True
 
     def take(self) -> list[EventRecord]:
@@ -143,15 +158,11 @@ class Hub:
         *,
         capacity: int,
         max_subscribers: int,
-        linger_per_subscriber: float = 0.0,
-        linger_max: float = 0.0,
+        tick: FanoutTick | None = None,
     ) -> None:
         self._heads: dict[str, int] = {}
         self._capacity = capacity
-        self._linger_per_subscriber = linger_per_subscriber
-        self._linger_max = linger_max
-        self._to_wake: set[Subscriber] = set()
-        self._flush: asyncio.TimerHandle | None = None
+        self.tick = tick or FanoutTick(max_period=DEFAULT_TICK_MAX)
         self._max_subscribers = max_subscribers
         self._by_tenant: dict[str, dict[Subscriber, None]] = {}
         self._count = 0
@@ -210,55 +221,38 @@ class Hub:
         if members is None or subscriber not in members:
             return
         del members[subscriber]
+        self.tick.discard(subscriber)
         self._count -= 1
         if not members:
             del self._by_tenant[subscriber.tenant]
 
     def publish(self, events: Iterable[EventRecord]) -> None:
-        """Queue committed events, in revision order, for every subscriber they concern."""
-        woken: set[Subscriber] = set()
-        evicted: dict[Subscriber, None] = {}  # ordered, each once
+        """Queue committed events, in revision order, for every subscriber they concern.
+
+        Each subscriber is offered a tenant's events at once (one queue append
+        per subscriber, not per event) and is woken by the tick, never here.
+        """
+        by_tenant: dict[str, list[EventRecord]] = {}
         for event in events:
-            self._heads[event.facts.tenant] = event.revision
-            members = self._by_tenant.get(event.facts.tenant)
+            by_tenant.setdefault(event.facts.tenant, []).append(event)
+        due: list[Subscriber] = []
+        evicted: list[Subscriber] = []
+        for tenant, published in by_tenant.items():
+            self._heads[tenant] = published[-1].revision
+            members = self._by_tenant.get(tenant)
             if not members:
                 continue
+            changes = [e for e in published if not e.is_log]
             for subscriber in members:
-                if not subscriber.accepts(event):
-                    continue
-                if subscriber.offer(event):
-                    woken.add(subscriber)
-                else:
-                    evicted[subscriber] = None
+                if subscriber.offer(published, changes):
+                    due.append(subscriber)
+                elif subscriber.ended is not None:
+                    evicted.append(subscriber)
         for subscriber in evicted:
             self.unregister(subscriber)
         if evicted:
             self.observer.evicted(len(evicted))
-        if not woken:
-            return
-        linger = min(self._linger_max, self._count * self._linger_per_subscriber)
-        if linger < 0.0005:
-            for subscriber in woken:
-                subscriber.wakeup.set()
-            return
-        # Many subscribers: wait a moment so the events of several commits go out
-        # in one write per subscriber; each write costs the same whatever its size.
-        self._to_wake |= woken
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_later(linger, self._wake_all)
-
-    def _wake_all(self) -> None:
-        self._flush = None
-        to_wake, self._to_wake = list(self._to_wake), set()
-        self._wake_some(to_wake)
-
-    def _wake_some(self, to_wake: list[Subscriber]) -> None:
-        # A few at a time, one loop iteration each: between chunks the loop polls
-        # the network, so new calls (the writers') are not starved by the fan-out.
-        for subscriber in to_wake[:WAKE_CHUNK]:
-            subscriber.wakeup.set()
-        if len(to_wake) > WAKE_CHUNK:
-            asyncio.get_running_loop().call_soon(self._wake_some, to_wake[WAKE_CHUNK:])
+        self.tick.add(due)
 
     def head(self, tenant: str) -> int:
         """The tenant's revision as far as subscribers know: its last published change."""
