@@ -71,6 +71,7 @@ async def cmd_watch(args: argparse.Namespace, client: HeadwayClient) -> int:
         limit=args.limit,
         log_lines=max(args.logs, 1),
         earlier_logs=live and args.logs > 0,
+        conflate=live,
     )
     return 0
 

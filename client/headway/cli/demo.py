@@ -397,6 +397,7 @@ async def cmd_demo(args: argparse.Namespace, client: HeadwayClient) -> int:
                 include_logs=True,
                 until_done=True,
                 expected_tasks=DEMO_TASKS,
+                conflate=live,
             )
             await asyncio.gather(*agents)
         except asyncio.CancelledError:

@@ -270,6 +270,7 @@ async def watch(
     log_lines: int = 50,
     expected_tasks: int = 1,
     earlier_logs: bool = False,
+    conflate: bool = False,
 ) -> None:
     """Follow the tasks matching `filter` and show every change until interrupted.
 
@@ -283,6 +284,10 @@ async def watch(
         log_lines: Log lines kept per task.
         expected_tasks: With `until_done`, how many tasks must be there first.
         earlier_logs: Also show the log lines written before the watch started.
+        conflate: Let the server conflate the stream when this watch falls behind: right
+            for a live view, which shows each task's latest state, and wrong for one
+            line per change, which must show every change and every log line (the
+            stream then resumes after an eviction instead, from its last revision).
 
     Raises:
         CliError: With `until_done`, when none of the task ids in `filter` exists.
@@ -293,13 +298,13 @@ async def watch(
     with display_for(board) as display:
         helpers = [asyncio.create_task(display.tick())]
         try:
-            # A watch shows each task's latest state: a terminal that falls behind is
-            # brought up to date in one conflated batch rather than cut off.
+            policy = (
+                task_service_pb2.SLOW_CONSUMER_POLICY_CONFLATE
+                if conflate
+                else task_service_pb2.SLOW_CONSUMER_POLICY_END
+            )
             async for event in subscribe(
-                client,
-                filter,
-                include_logs=include_logs,
-                slow_consumer=task_service_pb2.SLOW_CONSUMER_POLICY_CONFLATE,
+                client, filter, include_logs=include_logs, slow_consumer=policy
             ):
                 previous = (
                     view.tasks.get(event.task.id) if isinstance(event, events.TaskEvent) else None
