@@ -2,7 +2,8 @@
 
 The worker runs in a thread of the test process (threads pool, so that it handles
 a revoke while a task runs); the tasks report through a Reporter pointed at the
-test server, which the test reads back with GetTask.
+test server, which the test reads back with GetTask. Each test has a worker of its
+own, and no two run at once (see `in_process_worker`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 from celery import Celery, chain
 from celery.contrib.testing.worker import start_worker
 from celery.result import AsyncResult
+from kombu.asynchronous import get_event_loop
 
 from headway.client import HeadwayClient
 from headway.contrib import Reporter
@@ -116,21 +118,42 @@ def root_logging_kept() -> Iterator[None]:
         root.handlers[:] = handlers
 
 
-@pytest.fixture(scope="module")
-def worker() -> Iterator[str]:
-    hostname = f"headway-{uuid.uuid4().hex[:6]}@localhost"
+@contextlib.contextmanager
+def in_process_worker(
+    celery_app: Celery, queue: str, *, concurrency: int, hostname: str
+) -> Iterator[None]:
+    """A Celery worker in a thread of this process, the only one while it runs.
+
+    A worker's event loop is kombu's process-wide hub: a second worker started
+    while the first runs adopts that hub instead of making its own, and the two
+    consumer threads then poll the same sockets. When the hub finds a socket readable,
+    one thread reads what came and the other blocks for good in recv() on the socket
+    left empty, so its worker never stops. The stop signal (celery.worker.state) is process-wide
+    too. So a worker starts only when no other one runs here: a test that needs a
+    worker of another app gets it while none of this module's workers runs.
+    """
+    assert get_event_loop() is None, "another Celery worker runs in this process"
     with (
         root_logging_kept(),
         start_worker(
-            app,
+            celery_app,
             pool="threads",
-            concurrency=2,
+            concurrency=concurrency,
             perform_ping_check=False,
-            queues=[QUEUE],
+            queues=[queue],
             hostname=hostname,
             shutdown_timeout=30,
         ),
     ):
+        yield
+
+
+@pytest.fixture
+def worker() -> Iterator[str]:
+    """A worker for this test alone: one kept for the module would still run when the
+    README's test starts the worker of its own app (see `in_process_worker`)."""
+    hostname = f"headway-{uuid.uuid4().hex[:6]}@localhost"
+    with in_process_worker(app, QUEUE, concurrency=2, hostname=hostname):
         yield hostname
 
 
@@ -318,17 +341,7 @@ async def test_the_readme_example_reports_from_a_worker(
     reporter = Reporter(harness.target, slow=0.5)
     install(example, reporter)  # as the example's install(app), pointed at the test server
     try:
-        with (
-            root_logging_kept(),
-            start_worker(
-                example,
-                pool="threads",
-                concurrency=1,
-                perform_ping_check=False,
-                queues=[queue],
-                shutdown_timeout=30,
-            ),
-        ):
+        with in_process_worker(example, queue, concurrency=1, hostname=f"readme@{queue}"):
             result = module["render"].delay(4)
             assert await result_of(result) == 4
             done = await wait_for(client, task_id_of(result.id), state("SUCCEEDED"))
