@@ -192,6 +192,19 @@ def state(name: str) -> Callable[[task_pb2.Task], bool]:
     return lambda task: task.state == wanted
 
 
+def close_connections(celery_app: Celery) -> None:
+    """Close the app's broker and result-backend connections to Redis: left to the
+    garbage collector, they would close later, in some other test, with a warning."""
+    celery_app.close()
+    celery_app.backend.client.connection_pool.disconnect()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def connections_closed() -> Iterator[None]:
+    yield
+    close_connections(app)
+
+
 async def result_of(result: AsyncResult[Any], timeout: float = 15.0) -> Any:
     return await asyncio.to_thread(result.get, timeout=timeout, propagate=False)
 
@@ -350,3 +363,4 @@ async def test_the_readme_example_reports_from_a_worker(
         assert done.progress.units.total == 4
     finally:
         await asyncio.to_thread(reporter.close, 5.0)
+        close_connections(example)
