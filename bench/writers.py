@@ -15,6 +15,7 @@ import array
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
@@ -59,9 +60,14 @@ class _Agent:
         self.metadata = metadata
         self.seq = 0
 
+    async def send(self, sent_ns: int) -> None:
+        self.seq += 1
+        await self.update(update_request(self.task, self.seq, sent_ns), metadata=self.metadata)
 
-async def _run_agent(
-    agent: _Agent,
+
+async def write_on_schedule(
+    send: Callable[[int], Awaitable[None]],
+    name_of: Callable[[Exception], str | None],
     window: Window,
     report: WriterReport,
     latencies: array.array[int],
@@ -69,6 +75,14 @@ async def _run_agent(
     first_due: float,
     period: float | None,
 ) -> None:
+    """One agent's writes: on schedule (every `period` s from `first_due`) or, with no
+    period, each as soon as the last one was acknowledged; until the window ends.
+
+    `send(sent_ns)` makes one write and returns once it is acknowledged. A failure
+    that `name_of` names is counted under that name; any other is raised. Every load
+    generator (Headway, the baseline, the peers) writes through this one loop, so
+    their figures mean the same.
+    """
     t0, t1 = window.t0_ns, window.t1_ns
     due = first_due
     await asyncio.sleep(max(0.0, due - time.monotonic()))
@@ -85,18 +99,25 @@ async def _run_agent(
         if period is not None:
             report.max_lag_ms = max(report.max_lag_ms, (sent / 1e9 - due) * 1e3)
             due += period
-        agent.seq += 1
         report.sent += 1
         try:
-            await agent.update(update_request(agent.task, agent.seq, sent), metadata=agent.metadata)
-        except grpc.aio.AioRpcError as error:
-            errors[error.code().name] += 1
+            await send(sent)
+        except Exception as error:
+            name = name_of(error)
+            if name is None:
+                raise
+            errors[name] += 1
             continue
         acked = time.monotonic_ns()
         report.acked += 1
         if t0 <= sent:
             report.acked_in_window += 1
             latencies.append(acked - sent)
+
+
+def _status_name(error: Exception) -> str | None:
+    """A failed call's status code; None for anything that is not a gRPC error."""
+    return error.code().name if isinstance(error, grpc.aio.AioRpcError) else None
 
 
 async def _main(conn: Connection, plan: WriterPlan) -> None:
@@ -116,8 +137,9 @@ async def _main(conn: Connection, plan: WriterPlan) -> None:
     start = window.start_ns / 1e9
     period = None if plan.rate is None else plan.agents / plan.rate
     runs = [
-        _run_agent(
-            agent,
+        write_on_schedule(
+            agent.send,
+            _status_name,
             window,
             report,
             latencies,

@@ -21,7 +21,7 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -39,7 +39,7 @@ from bench.subscribers import (
     Tally,
     drain,
 )
-from bench.writers import WriterPlan, WriterReport
+from bench.writers import WriterPlan, WriterReport, write_on_schedule
 
 # Pads each written value to about the size of the step message Headway's agents send.
 _FILLER = "processed a chunk of input; stage 2 of 3, writing partial results to the cache"
@@ -164,46 +164,16 @@ class SubscriberSession(Protocol):
     async def close(self) -> None: ...
 
 
-async def _run_agent(
-    client: WriterClient,
-    agent: int,
-    window: Window,
-    report: WriterReport,
-    latencies: array.array[int],
-    errors: Counter[str],
-    first_due: float,
-    period: float | None,
-) -> None:
-    """`bench.writers._run_agent`'s schedule, with the peer's write call."""
-    t0, t1 = window.t0_ns, window.t1_ns
-    due = first_due
+def _sender(client: WriterClient, agent: int) -> Callable[[int], Awaitable[None]]:
+    """Agent `agent`'s writes through `client`, numbered from 1."""
     seq = 0
-    await asyncio.sleep(max(0.0, due - time.monotonic()))
-    while True:
-        if period is not None:
-            if due * 1e9 >= t1:
-                return
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        sent = time.monotonic_ns()
-        if sent >= t1:
-            return
-        if period is not None:
-            report.max_lag_ms = max(report.max_lag_ms, (sent / 1e9 - due) * 1e3)
-            due += period
+
+    async def send(sent_ns: int) -> None:
+        nonlocal seq
         seq += 1
-        report.sent += 1
-        try:
-            await client.send(agent, seq, sent)
-        except Exception as error:
-            errors[error_name(error)] += 1
-            continue
-        acked = time.monotonic_ns()
-        report.acked += 1
-        if t0 <= sent:
-            report.acked_in_window += 1
-            latencies.append(acked - sent)
+        await client.send(agent, seq, sent_ns)
+
+    return send
 
 
 async def writer_main(conn: Connection, plan: WriterPlan, client: WriterClient) -> None:
@@ -218,9 +188,9 @@ async def writer_main(conn: Connection, plan: WriterPlan, client: WriterClient) 
     period = None if plan.rate is None else plan.agents / plan.rate
     await asyncio.gather(
         *(
-            _run_agent(
-                client,
-                i,
+            write_on_schedule(
+                _sender(client, i),
+                error_name,
                 window,
                 report,
                 latencies,
