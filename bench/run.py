@@ -28,7 +28,7 @@ from bench.history import ensure_history
 from bench.identity import write_token_file
 from bench.load import LoadSpec, run_load
 from bench.peers import section as peer_section
-from bench.scenarios import PROFILES, Profile
+from bench.scenarios import PROFILES, Paced, Profile
 from bench.servers import BASELINE, ServerSpec
 from bench.stats import mib, ratio
 from bench.targets import evaluate
@@ -60,6 +60,30 @@ QUIET_RATE = 50.0
 NOISY_QUOTA = 300
 # A run during which other processes used more CPU than this is repeated once, budget allowing.
 DISTURBED_CORES = 0.3
+
+
+def _paced_load(p: Profile, scenario: Paced) -> LoadSpec:
+    """A paced scenario's load: its subscribers and rate, the profile's agents and timing."""
+    return LoadSpec(
+        subscribers=scenario.subscribers,
+        agents=p.paced_agents,
+        rate=scenario.rate,
+        warmup=p.warmup,
+        duration=p.duration,
+        drain_timeout=p.drain_timeout,
+        subscriber_procs=scenario.subscriber_procs,
+        connections_per_proc=scenario.connections_per_proc,
+    )
+
+
+def _ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float | None]:
+    """Deliveries and p99 of one load over another's, as the report shows them."""
+    return {
+        "deliveries_ratio": ratio(ours.get("deliveries_per_s"), theirs.get("deliveries_per_s")),
+        "p99_ratio": ratio(
+            ours.get("latency", {}).get("p99_ms"), theirs.get("latency", {}).get("p99_ms")
+        ),
+    }
 
 
 class Runner:
@@ -112,16 +136,7 @@ class Runner:
         p = self.profile
         section = self.results.setdefault("paced", {})
         for scenario in p.paced:
-            load = LoadSpec(
-                subscribers=scenario.subscribers,
-                agents=p.paced_agents,
-                rate=scenario.rate,
-                warmup=p.warmup,
-                duration=p.duration,
-                drain_timeout=p.drain_timeout,
-                subscriber_procs=scenario.subscriber_procs,
-                connections_per_proc=scenario.connections_per_proc,
-            )
+            load = _paced_load(p, scenario)
             entry: dict[str, Any] = {
                 "title": scenario.title,
                 "subscribers": scenario.subscribers,
@@ -129,35 +144,20 @@ class Runner:
             }
             entry["headway"] = self._load(f"{scenario.key}-headway", HEADWAY_FULL, load)
             entry["baseline"] = self._load(f"{scenario.key}-baseline", BASELINE, load)
-            headway, baseline = entry["headway"], entry["baseline"]
-            entry["deliveries_ratio"] = ratio(
-                headway.get("deliveries_per_s"), baseline.get("deliveries_per_s")
-            )
-            entry["p99_ratio"] = ratio(
-                headway.get("latency", {}).get("p99_ms"), baseline.get("latency", {}).get("p99_ms")
-            )
+            entry.update(_ratios(entry["headway"], entry["baseline"]))
             section[scenario.key] = entry
 
     def sse(self) -> None:
         """N browser-like SSE clients (GET /v1/events) beside the same N gRPC streams."""
         p = self.profile
         if "http_address" not in Settings.model_fields:
-            # This build has no HTTP gateway (it comes with branch `gateway`): nothing to measure.
+            # This build has no HTTP gateway: nothing to measure.
             print("  skipped: this build has no HTTP gateway (--http-address)", flush=True)
             self.results["sse_skipped"] = "this build has no HTTP gateway (--http-address)"
             return
         section = self.results.setdefault("sse", {})
         for scenario in p.sse:
-            load = LoadSpec(
-                subscribers=scenario.subscribers,
-                agents=p.paced_agents,
-                rate=scenario.rate,
-                warmup=p.warmup,
-                duration=p.duration,
-                drain_timeout=p.drain_timeout,
-                subscriber_procs=scenario.subscriber_procs,
-                connections_per_proc=scenario.connections_per_proc,
-            )
+            load = _paced_load(p, scenario)
             entry: dict[str, Any] = {
                 "title": scenario.title,
                 "subscribers": scenario.subscribers,
@@ -167,13 +167,7 @@ class Runner:
             entry["sse"] = self._load(
                 f"sse-{scenario.key}-sse", HEADWAY_HTTP, replace(load, transport="sse")
             )
-            grpc, sse = entry["grpc"], entry["sse"]
-            entry["deliveries_ratio"] = ratio(
-                sse.get("deliveries_per_s"), grpc.get("deliveries_per_s")
-            )
-            entry["p99_ratio"] = ratio(
-                sse.get("latency", {}).get("p99_ms"), grpc.get("latency", {}).get("p99_ms")
-            )
+            entry.update(_ratios(entry["sse"], entry["grpc"]))
             section[scenario.key] = entry
 
     def conflation(self) -> None:
