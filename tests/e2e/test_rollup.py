@@ -13,7 +13,7 @@ from headway.client import (
     NotFoundError,
     task_filter,
 )
-from headway.v1 import task_pb2
+from headway.v1 import task_pb2, task_service_pb2
 from tests.harness import ServerHarness
 from tests.streams import Collector, changes, kind
 
@@ -336,3 +336,32 @@ async def test_a_child_change_that_moves_neither_state_nor_fraction_leaves_the_p
 
     assert await head(client) == noted.revision
     assert await client.get_task(parent.id) == before
+
+
+# The smallest positive doubles: a valid weight, yet weight * fraction underflows.
+TINY_WEIGHTS = [5e-324, 1e-310]
+
+
+@pytest.mark.parametrize("weight", TINY_WEIGHTS)
+@pytest.mark.parametrize("reached", [0.3, 0.7])
+async def test_a_lone_child_of_tiny_weight_moves_its_parent_to_exactly_its_fraction(
+    client: HeadwayClient, weight: float, reached: float
+) -> None:
+    parent = await client.create_task(fresh("parent"))
+    child = await client.create_task(fresh("child"), parent_id=parent.id, weight=weight)
+
+    await client.update_task(child.id, progress=fraction(reached))
+
+    assert (await client.get_task(parent.id)).fraction == reached
+
+
+@pytest.mark.parametrize("weight", TINY_WEIGHTS)
+async def test_steps_of_tiny_weight_roll_up_to_exactly_their_mean(
+    client: HeadwayClient, weight: float
+) -> None:
+    steps = [task_service_pb2.StepSpec(key=key, weight=weight) for key in ("a", "b")]
+    task = await client.create_task(fresh("task"), steps=steps, start=True)
+
+    await client.update_step(task.id, "a", progress=fraction(0.7))
+
+    assert (await client.get_task(task.id)).fraction == pytest.approx(0.35, rel=1e-12)

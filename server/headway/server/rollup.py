@@ -8,9 +8,9 @@ children changes. The rules are those of the proto comments on
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+from headway.server import domain
 from headway.v1 import task_pb2
 
 # How many levels of parents one child's change may move. The parent relation
@@ -65,11 +65,7 @@ def weighted_fraction(children: Sequence[task_pb2.Task]) -> float:
     A child's `fraction` already is 1 when it SUCCEEDED and what it had reached
     when it FAILED or was CANCELLED (see `domain.roll_up`), so it is used as is.
     """
-    if not children:
-        return 0.0
-    total = math.fsum(child.weight or 1.0 for child in children)
-    done = math.fsum((child.weight or 1.0) * child.fraction for child in children)
-    return min(1.0, done / total)
+    return domain.weighted_mean([(child.weight or 1.0, child.fraction) for child in children])
 
 
 def derive(
