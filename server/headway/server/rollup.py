@@ -8,7 +8,7 @@ children changes. The rules are those of the proto comments on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from headway.server import domain
 from headway.v1 import task_pb2
@@ -39,6 +39,25 @@ def is_child(task: task_pb2.Task, parent: task_pb2.Task) -> bool:
         and task.parent_id == parent.id
         and task.create_revision > parent.create_revision
     )
+
+
+def ancestors(parent: task_pb2.Task, lookup: Callable[[str], task_pb2.Task | None]) -> int:
+    """How many ancestors a new child of `parent` would have, counted up to `MAX_DEPTH + 1`.
+
+    A child's change moves at most `MAX_DEPTH` parents, so a task deeper than
+    that would leave its farthest ancestors behind its children for good;
+    CreateTask refuses it instead (`TOO_DEEP`). The walk follows `is_child`,
+    as the roll-up does, so it stops where the roll-up would.
+    """
+    count = 1
+    task = parent
+    while task.parent_id and count <= MAX_DEPTH:
+        above = lookup(task.parent_id)
+        if above is None or not is_child(task, above):
+            break
+        count += 1
+        task = above
+    return count
 
 
 def follows_children(task: task_pb2.Task) -> bool:
