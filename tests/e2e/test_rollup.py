@@ -11,9 +11,10 @@ from headway.client import (
     HeadwayClient,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     task_filter,
 )
-from headway.v1 import task_pb2
+from headway.v1 import task_pb2, task_service_pb2
 from tests.harness import ServerHarness
 from tests.streams import Collector, changes, kind
 
@@ -336,3 +337,63 @@ async def test_a_child_change_that_moves_neither_state_nor_fraction_leaves_the_p
 
     assert await head(client) == noted.revision
     assert await client.get_task(parent.id) == before
+
+
+# The smallest positive doubles: a valid weight, yet weight * fraction underflows.
+TINY_WEIGHTS = [5e-324, 1e-310]
+
+
+@pytest.mark.parametrize("weight", TINY_WEIGHTS)
+@pytest.mark.parametrize("reached", [0.3, 0.7])
+async def test_a_lone_child_of_tiny_weight_moves_its_parent_to_exactly_its_fraction(
+    client: HeadwayClient, weight: float, reached: float
+) -> None:
+    parent = await client.create_task(fresh("parent"))
+    child = await client.create_task(fresh("child"), parent_id=parent.id, weight=weight)
+
+    await client.update_task(child.id, progress=fraction(reached))
+
+    assert (await client.get_task(parent.id)).fraction == reached
+
+
+@pytest.mark.parametrize("weight", TINY_WEIGHTS)
+async def test_steps_of_tiny_weight_roll_up_to_exactly_their_mean(
+    client: HeadwayClient, weight: float
+) -> None:
+    steps = [task_service_pb2.StepSpec(key=key, weight=weight) for key in ("a", "b")]
+    task = await client.create_task(fresh("task"), steps=steps, start=True)
+
+    await client.update_step(task.id, "a", progress=fraction(0.7))
+
+    assert (await client.get_task(task.id)).fraction == pytest.approx(0.35, rel=1e-12)
+
+
+async def test_a_task_may_have_64_levels_of_parents_and_not_65(client: HeadwayClient) -> None:
+    chain = [await client.create_task(fresh("level-0"))]
+    for level in range(1, 65):
+        chain.append(await client.create_task(fresh(f"level-{level}"), parent_id=chain[-1].id))
+    revision = await head(client)
+
+    with pytest.raises(ResourceExhaustedError) as refused:
+        await client.create_task(fresh("level-65"), parent_id=chain[-1].id)
+    assert refused.value.reason == "TOO_DEEP"
+    assert refused.value.metadata["limit"] == "64"
+    assert await head(client) == revision
+
+    # The deepest allowed task moves every one of its 64 parents.
+    await client.update_task(chain[-1].id, progress=fraction(0.5))
+    assert [(await client.get_task(t.id)).fraction for t in chain] == [0.5] * 65
+
+
+async def test_the_depth_counts_only_the_parents_a_change_would_move(
+    client: HeadwayClient,
+) -> None:
+    """A task left behind by a deleted task of the same id is no child of the new one."""
+    chain = [await client.create_task(fresh("level-0"))]
+    for level in range(1, 65):
+        chain.append(await client.create_task(fresh(f"level-{level}"), parent_id=chain[-1].id))
+    await client.cancel_task(chain[0].id, force=True)
+    await client.delete_task(chain[0].id)
+    await client.create_task(chain[0].id)
+
+    await client.create_task(fresh("level-65"), parent_id=chain[-1].id)

@@ -224,7 +224,10 @@ class TaskServiceServicer:
     def CreateTask(self, request, context):
         """Creates a task with its initial steps, PENDING (or RUNNING when `start`).
         Errors: INVALID_ARGUMENT; ALREADY_EXISTS (`TASK_ALREADY_EXISTS`) when the
-        id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist.
+        id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist;
+        RESOURCE_EXHAUSTED (`TOO_DEEP`, metadata `limit`) when the parent already
+        has 64 levels of parents above it, the most a child's change moves (see
+        Task.fraction, rule 4).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

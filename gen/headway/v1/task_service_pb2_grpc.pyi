@@ -82,7 +82,10 @@ class TaskServiceStub:
     CreateTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_service_pb2.CreateTaskResponse]
     """Creates a task with its initial steps, PENDING (or RUNNING when `start`).
     Errors: INVALID_ARGUMENT; ALREADY_EXISTS (`TASK_ALREADY_EXISTS`) when the
-    id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist.
+    id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist;
+    RESOURCE_EXHAUSTED (`TOO_DEEP`, metadata `limit`) when the parent already
+    has 64 levels of parents above it, the most a child's change moves (see
+    Task.fraction, rule 4).
     """
     StartTask: _grpc.UnaryUnaryMultiCallable[_task_service_pb2.StartTaskRequest, _task_service_pb2.StartTaskResponse]
     """Moves a PENDING task to RUNNING.
@@ -257,7 +260,10 @@ class TaskServiceAsyncStub(TaskServiceStub):
     CreateTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.CreateTaskRequest, _task_service_pb2.CreateTaskResponse]  # type: ignore[assignment]
     """Creates a task with its initial steps, PENDING (or RUNNING when `start`).
     Errors: INVALID_ARGUMENT; ALREADY_EXISTS (`TASK_ALREADY_EXISTS`) when the
-    id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist.
+    id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist;
+    RESOURCE_EXHAUSTED (`TOO_DEEP`, metadata `limit`) when the parent already
+    has 64 levels of parents above it, the most a child's change moves (see
+    Task.fraction, rule 4).
     """
     StartTask: _aio.UnaryUnaryMultiCallable[_task_service_pb2.StartTaskRequest, _task_service_pb2.StartTaskResponse]  # type: ignore[assignment]
     """Moves a PENDING task to RUNNING.
@@ -435,7 +441,10 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_task_service_pb2.CreateTaskResponse, _abc.Awaitable[_task_service_pb2.CreateTaskResponse]]:
         """Creates a task with its initial steps, PENDING (or RUNNING when `start`).
         Errors: INVALID_ARGUMENT; ALREADY_EXISTS (`TASK_ALREADY_EXISTS`) when the
-        id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist.
+        id is taken; NOT_FOUND (`PARENT_NOT_FOUND`) when the parent does not exist;
+        RESOURCE_EXHAUSTED (`TOO_DEEP`, metadata `limit`) when the parent already
+        has 64 levels of parents above it, the most a child's change moves (see
+        Task.fraction, rule 4).
         """
 
     @_abc_1.abstractmethod

@@ -154,12 +154,20 @@ async def create_server(
     janitor = Janitor(engine)
 
     max_message = settings.limits.max_message_bytes
+    # Calls the transport holds until the event loop takes them. Its default
+    # cancels them past 1000, before the service sees them: every subscriber
+    # reconnecting at once (after a restart) lost about one call in ten, a
+    # writer's included. Room for every allowed subscriber, and as many others,
+    # leaves the refusing to the service (TOO_MANY_SUBSCRIBERS, quotas).
+    max_pending = 2 * settings.max_subscribers
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
             ("grpc.so_reuseport", 0),
+            ("grpc.server.max_pending_requests", max_pending),
+            ("grpc.server.max_pending_requests_hard_limit", max_pending),
         ],
     )
     read_tokens = (

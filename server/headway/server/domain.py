@@ -88,11 +88,26 @@ def roll_up(task: task_pb2.Task) -> None:
     if task.state == task_pb2.TASK_STATE_SUCCEEDED:
         task.fraction = 1.0
     elif task.steps:
-        total_weight = math.fsum(step.weight for step in task.steps)
-        done = math.fsum(step.weight * step.fraction for step in task.steps)
-        task.fraction = min(1.0, done / total_weight)
+        task.fraction = weighted_mean([(step.weight, step.fraction) for step in task.steps])
     else:
         task.fraction = progress_fraction(task.progress) or 0.0
+
+
+def weighted_mean(parts: Sequence[tuple[float, float]]) -> float:
+    """The mean of the fractions by weight, from 0.0 to 1.0 (0.0 when there are none).
+
+    The weights are first divided by the largest, so the heaviest counts 1: a
+    weight may be as small as the smallest subnormal double, and multiplying
+    two such tiny numbers would underflow (a lone child of weight 5e-324 at 70%
+    would make its parent whole, one at 30% would leave it at 0). Scaled, a
+    part's share is exact whatever the magnitude of the weights.
+    """
+    heaviest = max((weight for weight, _ in parts), default=0.0)
+    if not heaviest > 0.0:
+        return 0.0
+    total = math.fsum(weight / heaviest for weight, _ in parts)
+    done = math.fsum(weight / heaviest * fraction for weight, fraction in parts)
+    return min(1.0, done / total)
 
 
 def _step_fraction(step: task_pb2.Step) -> float:

@@ -23,7 +23,7 @@ from datetime import timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from headway.server import domain
+from headway.server import domain, rollup
 from headway.server.auth.credentials import OpenAuthenticator
 from headway.server.auth.principal import Permission, Principal
 from headway.server.engine import Apply, Change, ChangeKind, MutationContext
@@ -94,12 +94,20 @@ def create(
                 f"task {task_id!r} already exists",
                 {"task_id": task_id},
             )
-        if request.parent_id and ctx.lookup(request.parent_id) is None:
+        parent = ctx.lookup(request.parent_id) if request.parent_id else None
+        if request.parent_id and parent is None:
             raise HeadwayError(
                 Kind.NOT_FOUND,
                 "PARENT_NOT_FOUND",
                 f"parent task {request.parent_id!r} not found",
                 {"parent_id": request.parent_id},
+            )
+        if parent is not None and rollup.ancestors(parent, ctx.lookup) > rollup.MAX_DEPTH:
+            raise HeadwayError(
+                Kind.RESOURCE_EXHAUSTED,
+                "TOO_DEEP",
+                f"a task has at most {rollup.MAX_DEPTH} levels of parents",
+                {"parent_id": request.parent_id, "limit": str(rollup.MAX_DEPTH)},
             )
         quota.check_create(ctx.stored_tasks, ctx.active_tasks)
         created = domain.new_task(

@@ -8,9 +8,9 @@ children changes. The rules are those of the proto comments on
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from headway.server import domain
 from headway.v1 import task_pb2
 
 # How many levels of parents one child's change may move. The parent relation
@@ -41,6 +41,25 @@ def is_child(task: task_pb2.Task, parent: task_pb2.Task) -> bool:
     )
 
 
+def ancestors(parent: task_pb2.Task, lookup: Callable[[str], task_pb2.Task | None]) -> int:
+    """How many ancestors a new child of `parent` would have, counted up to `MAX_DEPTH + 1`.
+
+    A child's change moves at most `MAX_DEPTH` parents, so a task deeper than
+    that would leave its farthest ancestors behind its children for good;
+    CreateTask refuses it instead (`TOO_DEEP`). The walk follows `is_child`,
+    as the roll-up does, so it stops where the roll-up would.
+    """
+    count = 1
+    task = parent
+    while task.parent_id and count <= MAX_DEPTH:
+        above = lookup(task.parent_id)
+        if above is None or not is_child(task, above):
+            break
+        count += 1
+        task = above
+    return count
+
+
 def follows_children(task: task_pb2.Task) -> bool:
     """A task with steps or its own reported progress keeps its own roll-up."""
     return (
@@ -65,11 +84,7 @@ def weighted_fraction(children: Sequence[task_pb2.Task]) -> float:
     A child's `fraction` already is 1 when it SUCCEEDED and what it had reached
     when it FAILED or was CANCELLED (see `domain.roll_up`), so it is used as is.
     """
-    if not children:
-        return 0.0
-    total = math.fsum(child.weight or 1.0 for child in children)
-    done = math.fsum((child.weight or 1.0) * child.fraction for child in children)
-    return min(1.0, done / total)
+    return domain.weighted_mean([(child.weight or 1.0, child.fraction) for child in children])
 
 
 def derive(
