@@ -21,8 +21,8 @@ from multiprocessing.connection import Connection
 
 import aiohttp
 
-from bench.children import Window, receive, run_child
-from bench.subscribers import StreamCount, SubscriberReport, Tally, drain
+from bench.children import run_child
+from bench.subscribers import StreamCount, SubscriberReport, Tally, follow_window
 
 EVENTS_PATH = "/v1/events"
 
@@ -108,13 +108,7 @@ async def _main(conn: Connection, plan: SsePlan) -> None:
         report = SubscriberReport(plan.streams, plan.streams, time.monotonic() - began)
         conn.send(("ready", report.connect_seconds))
 
-        message = await receive(conn)
-        if message[0] == "go":
-            window: Window = message[1]
-            tally.t0, tally.t1 = window.t0_ns, window.t1_ns
-            message = await receive(conn)
-        _, expected, timeout = message  # ("drain", expected events per stream, seconds)
-        await drain(streams, expected, timeout)
+        expected = await follow_window(conn, tally, streams)
     finally:
         for watcher in watchers:
             watcher.cancel()

@@ -158,6 +158,23 @@ async def _watch(
         raise
 
 
+async def follow_window(conn: Connection, tally: Tally, streams: list[StreamCount]) -> int:
+    """After "ready": count within the window the parent sends ("go"), then wait until
+    every stream has the events it is told to expect ("drain"); returns that number.
+
+    One protocol for every subscriber child (gRPC, SSE, the peers), so that their
+    counts mean the same.
+    """
+    message = await receive(conn)
+    if message[0] == "go":
+        window: Window = message[1]
+        tally.t0, tally.t1 = window.t0_ns, window.t1_ns
+        message = await receive(conn)
+    _, expected, timeout = message  # ("drain", expected events per stream, seconds)
+    await drain(streams, expected, timeout)
+    return int(expected)
+
+
 async def drain(streams: list[StreamCount], expected: int, timeout: float) -> None:
     """Wait until every stream got `expected` window events or ended, or for `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -206,13 +223,7 @@ async def _main(conn: Connection, plan: SubscriberPlan) -> None:
     report = SubscriberReport(plan.streams, plan.connections, time.monotonic() - began)
     conn.send(("ready", report.connect_seconds))
 
-    message = await receive(conn)
-    if message[0] == "go":
-        window: Window = message[1]
-        tally.t0, tally.t1 = window.t0_ns, window.t1_ns
-        message = await receive(conn)
-    _, expected, timeout = message  # ("drain", expected events per stream, seconds)
-    await drain(streams, expected, timeout)
+    expected = await follow_window(conn, tally, streams)
 
     for call in calls:
         call.cancel()

@@ -37,7 +37,7 @@ from bench.subscribers import (
     SubscriberPlan,
     SubscriberReport,
     Tally,
-    drain,
+    follow_window,
 )
 from bench.writers import WriterPlan, WriterReport, write_on_schedule
 
@@ -242,13 +242,7 @@ async def subscriber_main(
     report = SubscriberReport(plan.streams, session.connections, time.monotonic() - began)
     conn.send(("ready", report.connect_seconds))
 
-    message = await receive(conn)
-    if message[0] == "go":
-        window: Window = message[1]
-        tally.t0, tally.t1 = window.t0_ns, window.t1_ns
-        message = await receive(conn)
-    _, expected, timeout = message  # ("drain", expected events per subscriber, seconds)
-    await drain(streams, expected, timeout)
+    expected = await follow_window(conn, tally, streams)
 
     for watcher in watchers:
         watcher.cancel()
