@@ -2,7 +2,8 @@
 
 It passes the same contract suite as the real backends (tests/contract), so
 what the engine tests prove with it holds for them. Faults are injected by
-the test: `refuse` decides per batch whether a commit fails and how, and
+the test: `refuse` decides per batch whether a commit fails and how,
+`gate_commit` holds every commit in flight until the test lets it go, and
 `gate_compaction` holds a compaction step until the test lets it go.
 """
 
@@ -44,6 +45,9 @@ class MemoryStore:
         self.commits = 0
         self.refuse: Callable[[CommitBatch], Exception | None] = lambda batch: None
         self.gate_compaction: asyncio.Event | None = None
+        # Set: every commit waits for it (after `commit_waiting` is set), holding a group in flight.
+        self.gate_commit: asyncio.Event | None = None
+        self.commit_waiting = asyncio.Event()
         self.compaction_waiting = asyncio.Event()
 
     async def open(self, *, requests_since_ns: int, max_requests: int) -> LoadedState:
@@ -63,6 +67,9 @@ class MemoryStore:
 
     async def commit(self, batch: CommitBatch) -> None:
         await asyncio.sleep(0)  # a real store answers on a later turn of the loop
+        if self.gate_commit is not None:
+            self.commit_waiting.set()
+            await self.gate_commit.wait()
         refused = self.refuse(batch)
         if refused is not None:
             raise refused

@@ -209,6 +209,101 @@ async def test_one_unstorable_mutation_fails_alone_and_its_group_mates_commit(ri
     assert all(b"poison" not in t.SerializeToString() for t in rig.engine.tasks_of("acme"))
 
 
+def appended(text: str) -> Apply:
+    def apply(task: task_pb2.Task | None, ctx: MutationContext) -> Change:
+        assert task is not None
+        task.message += text
+        return Change(ChangeKind.UPDATED, task)
+
+    return apply
+
+
+async def staged_behind_a_held_commit(
+    rig: Rig, first: list[tuple[str, Apply]], second: list[tuple[str, Apply]]
+) -> tuple[list[asyncio.Task[Outcome]], list[asyncio.Task[Outcome]]]:
+    """Group k held in the store's hands, group k+1 staged on top of it, neither answered."""
+    store = memory(rig)
+    store.gate_commit = asyncio.Event()
+    store.commit_waiting.clear()
+    below = [asyncio.ensure_future(rig.mutate(task_id, apply)) for task_id, apply in first]
+    await asyncio.wait_for(store.commit_waiting.wait(), 5)
+    head = rig.engine.head("acme")
+    above = [asyncio.ensure_future(rig.mutate(task_id, apply)) for task_id, apply in second]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not any(call.done() for call in below + above), "nothing answered before its commit"
+    assert rig.engine.head("acme") == rig.hub.head("acme") == head, "nothing installed early"
+    return below, above
+
+
+async def test_a_group_staged_on_one_in_flight_sees_its_changes(rig: Rig) -> None:
+    for task_id in ("t1", "t2"):
+        await rig.mutate(task_id, named(task_id, create()))
+    first = rig.engine.head("acme")
+    batches: list[set[str]] = []
+    memory(rig).refuse = lambda batch: batches.append({r.task_id for r in batch.upserts}) or None
+    below, above = await staged_behind_a_held_commit(
+        rig, [("t1", appended("a")), ("t2", appended("x"))], [("t1", appended("b"))]
+    )
+    gate = memory(rig).gate_commit
+    assert gate is not None
+    memory(rig).gate_commit = None
+    gate.set()
+    outcomes = [await call for call in below + above]
+
+    assert [o.revision for o in outcomes] == [first + 1, first + 2, first + 3]
+    assert rig.engine.get("acme", "t1").message == "ab"
+    assert batches == [{"t1", "t2"}, {"t1"}], "two groups, the second only after the first"
+
+
+async def test_a_group_staged_on_a_failing_one_is_staged_again_and_commits(rig: Rig) -> None:
+    for i in range(3):
+        await rig.mutate(f"t{i}", named(f"t{i}", create()))
+    first = rig.engine.head("acme")
+    subscriber = rig.hub.register(
+        "acme",
+        CompiledFilter.compile(task_service_pb2.TaskFilter()),
+        include_logs=True,
+        stop_at_rest=False,
+    )
+    committed: list[list[str]] = []
+
+    def refuse(batch: CommitBatch) -> Exception | None:
+        if any(b"poison" in row.data for row in batch.upserts):
+            return ValueError("cannot store this value")
+        committed.append(sorted(row.task_id for row in batch.upserts))
+        return None
+
+    memory(rig).refuse = refuse
+    below, above = await staged_behind_a_held_commit(
+        rig,
+        [("t0", appended("poison")), ("t1", appended("a"))],
+        # On top of the poisoned t0, and of t1 as group k left it.
+        [("t0", appended("b")), ("t1", appended("b")), ("t2", appended("b"))],
+    )
+    before_release = rig.state()
+    gate = memory(rig).gate_commit
+    assert gate is not None
+    memory(rig).gate_commit = None
+    gate.set()
+    results = await asyncio.gather(*below, *above, return_exceptions=True)
+
+    poisoned = results[0]
+    assert isinstance(poisoned, HeadwayError)
+    assert (poisoned.kind, poisoned.reason) == (Kind.INTERNAL, "CHANGE_NOT_STORABLE")
+    good = results[1:]
+    assert all(isinstance(r, Outcome) for r in good), good
+    revisions = [r.revision for r in good if isinstance(r, Outcome)]
+    assert revisions == list(range(first + 1, first + 5)), "in order, none skipped or reused"
+    assert before_release[0] == first
+    assert [rig.engine.get("acme", f"t{i}").message for i in range(3)] == ["b", "ab", "b"]
+    assert all(b"poison" not in t.SerializeToString() for t in rig.engine.tasks_of("acme"))
+    assert rig.engine.head("acme") == rig.hub.head("acme") == first + 4
+    assert [e.revision for e in subscriber.take()] == revisions
+    # The failed group's good member alone, then the group above it staged again.
+    assert committed == [["t1"], ["t0", "t1", "t2"]]
+
+
 async def test_a_passing_storage_failure_is_retried_alone_and_succeeds(rig: Rig) -> None:
     for i in range(3):
         await rig.mutate(f"t{i}", named(f"t{i}", create()))

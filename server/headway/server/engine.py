@@ -146,9 +146,15 @@ class _Command:
 
 @dataclass(slots=True)
 class _Staged:
-    """A commit group being assembled: the batch for the store, and what follows it."""
+    """A commit group being assembled: the batch for the store, and what follows it.
+
+    A group staged while the one before it is still being committed (`base`)
+    sees that group's changes as if they were memory: every lookup below
+    falls through to it before memory.
+    """
 
     batch: CommitBatch
+    base: _Staged | None = None
     heads: dict[str, int] = field(default_factory=dict)  # tenants' revisions in the group
     overlay: dict[TaskKey, task_pb2.Task | None] = field(default_factory=dict)
     rows: dict[TaskKey, bytes] = field(default_factory=dict)  # the overlay's tasks, encoded
@@ -159,6 +165,62 @@ class _Staged:
     born: dict[TaskKey, set[str]] = field(default_factory=dict)  # parent: children created
     events: list[EventRecord] = field(default_factory=list)
     answers: list[tuple[_Command, Outcome | RequestRecord | _Command]] = field(default_factory=list)
+    refused: list[tuple[_Command, HeadwayError]] = field(default_factory=list)
+    commands: list[_Command] = field(default_factory=list)  # every member, in order
+    journal_end: int = 0  # the estimator's journal length once the group was sealed
+    seconds: float = 0.0  # how long the store took to commit it
+
+    def task(self, key: TaskKey) -> tuple[bool, task_pb2.Task | None]:
+        """Whether this group (or the one below it) changed the task, and how it left it."""
+        staged: _Staged | None = self
+        while staged is not None:
+            if key in staged.overlay:
+                return True, staged.overlay[key]
+            staged = staged.base
+        return False, None
+
+    def head(self, tenant: str, committed: int) -> int:
+        staged: _Staged | None = self
+        while staged is not None:
+            head = staged.heads.get(tenant)
+            if head is not None:
+                return head
+            staged = staged.base
+        return committed
+
+    def lease(self, key: TaskKey, committed: int) -> int:
+        staged: _Staged | None = self
+        while staged is not None:
+            lease = staged.leases.get(key)
+            if lease is not None:
+                return lease
+            staged = staged.base
+        return committed
+
+    def count(self, tenant: str) -> tuple[int, int] | None:
+        staged: _Staged | None = self
+        while staged is not None:
+            counts = staged.counts.get(tenant)
+            if counts is not None:
+                return counts
+            staged = staged.base
+        return None
+
+    def born_to(self, key: TaskKey) -> set[str]:
+        born = self.born.get(key, set())
+        if self.base is not None:
+            born = born | self.base.born_to(key)
+        return born
+
+
+@dataclass(slots=True)
+class _Flight:
+    """A sealed group in the store's hands, and how its commit ended."""
+
+    staged: _Staged
+    landed: bool = False
+    error: Exception | None = None
+    started: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,42 +507,93 @@ class Engine:
         return Outcome(event.revision, ChangeKind(str(which)), task)
 
     async def _commit_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                limit = self._settings.max_batch_mutations
-                commands, self._queue = self._queue[:limit], self._queue[limit:]
-                self._committing = True
-                try:
-                    await self._commit_group(commands)
-                finally:
-                    self._committing = False
-            if self._stopping:
-                return
+        """Stage the next group while the previous one is being made durable (pipelining).
 
-    async def _commit_group(self, commands: Sequence[_Command]) -> None:
-        failure: Exception | None = None
-        self.estimator.begin()
-        try:
-            staged = self._stage_group(commands, self._clock())
-            if staged.batch:
-                started = time.perf_counter()
-                try:
-                    await self._store.commit(staged.batch)
-                except Exception as error:
-                    failure = error
-                    self.estimator.rollback_to(0)
-                    self.observer.commit_failed(error)
-                else:
-                    seconds = time.perf_counter() - started
-                    self.observer.committed(len(commands), len(staged.batch.events), seconds)
-        finally:
+        One group at a time is in the store's hands (`flight`); commands that
+        arrive meanwhile are staged into the next group (`open`) on top of it,
+        and that group goes to the store the moment the previous one is
+        durable, before the previous one's callers are even answered. Nothing
+        of the open group is answered, installed or published before its own
+        commit: a refusal it got may depend on the group below it, which can
+        still fail. If it does, the open group is dropped unanswered, the
+        failed one's members are retried alone (`_isolate`), and the dropped
+        commands are staged again against the state as it then is.
+        """
+        flight: _Flight | None = None
+        staging: _Staged | None = None
+        limit = self._settings.max_batch_mutations
+        while True:
+            if self._queue and (staging is None or len(staging.commands) < limit):
+                if staging is None:
+                    if flight is None:
+                        self.estimator.begin()
+                    staging = _Staged(
+                        batch=CommitBatch(), base=None if flight is None else flight.staged
+                    )
+                room = limit - len(staging.commands)
+                commands, self._queue = self._queue[:room], self._queue[room:]
+                self._stage_into(staging, commands, self._clock())
+            if flight is None:
+                if staging is not None:
+                    flight = self._launch(staging)
+                    staging = None
+                    continue
+                self.estimator.end()
+                self._committing = False
+                if self._stopping and not self._queue:
+                    return
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            self._committing = True
+            if not flight.landed:
+                await self._wake.wait()
+                self._wake.clear()
+                continue
+            done, flight = flight, None
+            if done.error is None:
+                self.estimator.release(done.staged.journal_end)
+                if staging is not None:
+                    # Durable below it now: the next group reads memory from here on.
+                    staging.base = None
+                    flight = self._launch(staging)
+                    staging = None
+                self._finish(done.staged)
+                continue
+            # The failed group and everything staged on it leave no trace.
+            self.estimator.rollback_to(0)
             self.estimator.end()
-        if failure is not None:
-            await self._isolate(staged, failure)
-            return
+            again = [] if staging is None else staging.commands
+            staging = None
+            self.observer.commit_failed(done.error)
+            await self._isolate(done.staged, done.error)
+            self._queue[:0] = [command for command in again if not command.future.done()]
+
+    def _launch(self, staged: _Staged) -> _Flight:
+        """Hand a staged group to the store; its end wakes the commit loop."""
+        self._seal(staged)
+        staged.journal_end = self.estimator.savepoint()
+        flight = _Flight(staged)
+        if not staged.batch:
+            flight.landed = True
+            return flight
+        flight.started = time.perf_counter()
+
+        def landed(task: asyncio.Future[None]) -> None:
+            error = task.exception() if not task.cancelled() else asyncio.CancelledError()
+            if error is not None:
+                flight.error = error if isinstance(error, Exception) else RuntimeError(error)
+            staged.seconds = time.perf_counter() - flight.started
+            flight.landed = True
+            self._wake.set()
+
+        asyncio.ensure_future(self._store.commit(staged.batch)).add_done_callback(landed)
+        return flight
+
+    def _finish(self, staged: _Staged) -> None:
+        """After a group's commit: install it, publish it, then answer its callers."""
         if staged.batch:
+            self.observer.committed(len(staged.commands), len(staged.batch.events), staged.seconds)
             self._install(staged)
             self._hub.publish(staged.events)
         outcomes: dict[int, Outcome | RequestRecord] = {}
@@ -490,14 +603,40 @@ class Engine:
             outcomes[id(command)] = answer
             if not command.future.done():
                 command.future.set_result(answer)
+        for command, error in staged.refused:
+            if not command.future.done():
+                command.future.set_exception(error)
+
+    async def _commit_group(self, commands: Sequence[_Command]) -> None:
+        """Stage and commit one group with nothing else in flight (isolation's retries)."""
+        self.estimator.begin()
+        try:
+            staged = _Staged(batch=CommitBatch())
+            self._stage_into(staged, commands, self._clock())
+            self._seal(staged)
+            if staged.batch:
+                started = time.perf_counter()
+                try:
+                    await self._store.commit(staged.batch)
+                except Exception as error:
+                    self.estimator.rollback_to(0)
+                    self.observer.commit_failed(error)
+                    await self._isolate(staged, error)
+                    return
+                staged.seconds = time.perf_counter() - started
+        finally:
+            self.estimator.end()
+        self._finish(staged)
 
     async def _isolate(self, staged: _Staged, failure: Exception) -> None:
         """After a failed group commit: retry its members alone, so only the guilty one fails.
 
         Nothing of the group was installed, so each member is staged afresh
-        against the state as it was before the group.
+        against the state as it was before the group. A member the group had
+        refused is staged again too: its refusal may have rested on a group
+        mate's change that is now gone.
         """
-        members = [command for command, _ in staged.answers if not command.future.done()]
+        members = [command for command in staged.commands if not command.future.done()]
         if len(members) > 1:
             logger.warning(
                 "commit of %d mutations failed (%s); retrying them one at a time",
@@ -535,33 +674,39 @@ class Engine:
                 )
             command.future.set_exception(error)
 
-    def _stage_group(self, commands: Sequence[_Command], now_ns: int) -> _Staged:
-        staged = _Staged(batch=CommitBatch())
+    def _stage_into(self, staged: _Staged, commands: Sequence[_Command], now_ns: int) -> None:
+        """Add commands to a group; a refused one is answered only once the group is durable."""
         for command in commands:
             if command.future.done():  # its caller gave up before the group formed
                 continue
+            staged.commands.append(command)
             savepoint = self.estimator.savepoint()
             try:
                 answer = self._stage(command, staged, now_ns)
             except HeadwayError as error:
                 self.estimator.rollback_to(savepoint)
-                command.future.set_exception(error)
+                staged.refused.append((command, error))
                 continue
             except Exception:
                 self.estimator.rollback_to(savepoint)
                 logger.exception("mutation %s of task %r failed", command.method, command.task_id)
-                command.future.set_exception(
-                    HeadwayError(Kind.INTERNAL, "INTERNAL", "the mutation failed unexpectedly")
+                staged.refused.append(
+                    (
+                        command,
+                        HeadwayError(Kind.INTERNAL, "INTERNAL", "the mutation failed unexpectedly"),
+                    )
                 )
                 continue
             staged.answers.append((command, answer))
+
+    def _seal(self, staged: _Staged) -> None:
+        """Complete a group's batch before it goes to the store."""
         # A lease renewed without the task's row being written (a heartbeat, a log
         # append) is stored on its own, so it survives a restart.
         for key, lease_expire_ns in staged.leases.items():
             if key not in staged.stored and staged.overlay.get(key, True) is not None:
                 staged.batch.leases.append(LeaseRow(*key, lease_expire_ns))
         staged.batch.heads = dict(staged.heads)
-        return staged
 
     def _stage(
         self, command: _Command, staged: _Staged, now_ns: int
@@ -573,9 +718,9 @@ class Engine:
         key = (command.tenant, command.task_id)
         current, working = self._current(key, staged)
         _check_expected_revision(command, current)
-        revision = staged.heads.get(command.tenant, self.head(command.tenant)) + 1
-        lease_before = staged.leases.get(key, self._leases.get(key, 0))
-        counts = staged.counts.get(command.tenant) or self.counts(command.tenant)
+        revision = staged.head(command.tenant, self.head(command.tenant)) + 1
+        lease_before = staged.lease(key, self._leases.get(key, 0))
+        counts = staged.count(command.tenant) or self.counts(command.tenant)
         now = timestamp_of(now_ns)
         ctx = MutationContext(
             tenant=command.tenant,
@@ -690,7 +835,7 @@ class Engine:
             source = _RollUp(tenant, parent.id)
             moved = Change(ChangeKind.UPDATED, updated)
             encoded = self._encode(source, moved, revision, now, now_ns)
-            lease = staged.leases.get(key, self._leases.get(key, 0))
+            lease = staged.lease(key, self._leases.get(key, 0))
             follow_ups.append(_FollowUp(source, moved, revision, encoded, parent.state, lease))
             pending[key] = updated
             if resting:
@@ -704,8 +849,9 @@ class Engine:
         """A task as the change being staged sees it: its own edits, the group's, then memory."""
         if key in pending:
             return pending[key]
-        if key in staged.overlay:
-            return staged.overlay[key]
+        touched, task = staged.task(key)
+        if touched:
+            return task
         held = self._tasks.get(key)
         if held is None:
             return None
@@ -717,8 +863,8 @@ class Engine:
         self, key: TaskKey, staged: _Staged
     ) -> tuple[task_pb2.Task | None, task_pb2.Task | None]:
         """The task as the group sees it, and a private working copy of it (one copy)."""
-        if key in staged.overlay:
-            current = staged.overlay[key]
+        touched, current = staged.task(key)
+        if touched:
             if current is None:
                 return None, None
             working = task_pb2.Task()
@@ -738,7 +884,7 @@ class Engine:
     ) -> list[task_pb2.Task]:
         """The parent's children as the change being staged sees them."""
         key = (parent.tenant, parent.id)
-        ids = self._children.get(key, set()) | staged.born.get(key, set()) | born.get(key, set())
+        ids = self._children.get(key, set()) | staged.born_to(key) | born.get(key, set())
         children = []
         for task_id in ids:
             task = self._view((parent.tenant, task_id), staged, pending)
@@ -760,6 +906,14 @@ class Engine:
         if pending is not None:
             check_same_request(pending[1], command.method, command.fingerprint)
             return pending[0]
+        below = staged.base
+        while below is not None:
+            pending = below.requests.get((command.tenant, command.request_id))
+            if pending is not None:
+                # Answered from its record: the group below is durable before this one answers.
+                check_same_request(pending[1], command.method, command.fingerprint)
+                return pending[1]
+            below = below.base
         return None
 
     def _encode(

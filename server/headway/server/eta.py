@@ -230,6 +230,14 @@ class Estimator:
             else:
                 self._trackers[ident] = previous
 
+    def release(self, count: int) -> None:
+        """Keep the first `count` journaled changes for good: the group that made them is durable.
+
+        Changes journaled after them (a group staged behind it) stay undoable.
+        """
+        if self._journal is not None:
+            del self._journal[:count]
+
     def end(self) -> None:
         self._journal = None
 
