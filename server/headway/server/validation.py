@@ -250,6 +250,11 @@ _SINGLE, _LIST, _MAP = "single", "list", "map"
 TimeField = tuple[str, str, str]
 _TIME_FIELDS: dict[str, tuple[TimeField, ...]] = {}
 
+# The enums' known numbers, as sets: `EnumTypeWrapper.values()` builds a new list on every call.
+_STEP_STATES = frozenset(task_pb2.StepState.values())
+_TASK_STATES = frozenset(task_pb2.TaskState.values())
+_LOG_LEVELS = frozenset(log_pb2.LogLevel.values())
+
 
 def _time_fields(descriptor: Descriptor) -> tuple[TimeField, ...]:
     """The fields of a message type that are, or contain, a Timestamp or Duration.
@@ -344,7 +349,7 @@ def check_update_step(request: task_service_pb2.UpdateStepRequest) -> None:
         v.add("step_key", "is required")
     else:
         v.pattern("step_key", request.step_key, STEP_KEY, _STEP_KEY_RULE)
-    if request.state not in task_pb2.StepState.values():
+    if request.state not in _STEP_STATES:
         v.add("state", f"unknown state {request.state}")
     elif request.state == task_pb2.STEP_STATE_CANCELLED:
         v.add("state", "CANCELLED is set by the server when the task ends; cancel the task")
@@ -421,7 +426,7 @@ def check_append_logs(request: task_service_pb2.AppendLogsRequest, limits: Limit
 
 
 def _check_log_entry(v: Violations, path: str, entry: log_pb2.LogEntry) -> None:
-    if entry.level not in log_pb2.LogLevel.values():
+    if entry.level not in _LOG_LEVELS:
         v.add(f"{path}.level", f"unknown level {entry.level}")
     if entry.step_key:
         v.pattern(f"{path}.step_key", entry.step_key, STEP_KEY, _STEP_KEY_RULE)
@@ -499,7 +504,7 @@ def check_filter(
         v.pattern(f"{field}.kinds[{i}]", kind, KIND, _KIND_RULE)
     v.labels(f"{field}.labels", task_filter.labels, limits)
     for i, state in enumerate(task_filter.states):
-        if state == task_pb2.TASK_STATE_UNSPECIFIED or state not in task_pb2.TaskState.values():
+        if state == task_pb2.TASK_STATE_UNSPECIFIED or state not in _TASK_STATES:
             v.add(f"{field}.states[{i}]", f"must be a known, specified state (got {state})")
     if task_filter.parent_id:
         v.task_id(f"{field}.parent_id", task_filter.parent_id)
@@ -507,7 +512,7 @@ def check_filter(
 
 def check_list_logs(request: task_service_pb2.ListLogsRequest, limits: Limits) -> int:
     v = _target(request.task_id, 0, "")
-    if request.min_level not in log_pb2.LogLevel.values():
+    if request.min_level not in _LOG_LEVELS:
         v.add("min_level", f"unknown level {request.min_level}")
     if request.step_key:
         v.pattern("step_key", request.step_key, STEP_KEY, _STEP_KEY_RULE)
