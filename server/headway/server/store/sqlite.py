@@ -1,6 +1,6 @@
 """The embedded store: one SQLite file in WAL mode.
 
-One writer thread owns the only writing connection, so transactions never
+One writer thread (`writer`) owns the only writing connection, so transactions never
 contend; the engine hands it whole batches (group commit), so one fsync serves
 many mutations. Readers use their own connections on other threads, which WAL
 lets run beside the writer without blocking it.
@@ -31,6 +31,7 @@ from headway.server.store.base import (
     StorageUnavailableError,
 )
 from headway.server.store.lock import DatabaseLock
+from headway.server.store.writer import WriterThread
 
 T = TypeVar("T")
 
@@ -130,7 +131,7 @@ class SqliteStore:
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self._path = path
         self._synchronous = synchronous
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="headway-sqlite-writer")
+        self._writer_thread = WriterThread("headway-sqlite-writer")
         self._reader_pool = ThreadPoolExecutor(2, thread_name_prefix="headway-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._local = threading.local()
@@ -147,7 +148,7 @@ class SqliteStore:
         return connection
 
     async def _on_writer_thread(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, work)
+        return await self._writer_thread.run(work)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -345,7 +346,7 @@ class SqliteStore:
                 self._writer = None
 
         await self._on_writer_thread(close_writer)
-        self._writer_pool.shutdown(wait=True)
+        self._writer_thread.stop()
         self._reader_pool.shutdown(wait=True)
         with self._readers_lock:
             for connection in self._readers:
