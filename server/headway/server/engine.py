@@ -21,6 +21,12 @@ A group whose commit fails leaves no trace (memory, revision, request ids and
 rate estimates are as before) and is retried one mutation at a time, so a
 mutation that cannot be stored fails alone and never takes its neighbours with
 it.
+
+While one group is being made durable, the next is staged on top of it (it
+sees the first group's changes, which memory does not show yet) and goes to
+the store as soon as the first is durable: the writer thread need not wait for
+the loop to stage. If the first group fails, the one staged on it is dropped
+and staged again; nothing of it was answered or shown.
 """
 
 from __future__ import annotations
@@ -510,12 +516,12 @@ class Engine:
         """Stage the next group while the previous one is being made durable (pipelining).
 
         One group at a time is in the store's hands (`flight`); commands that
-        arrive meanwhile are staged into the next group (`open`) on top of it,
-        and that group goes to the store the moment the previous one is
+        arrive meanwhile are staged into the next group (`staging`) on top of
+        it, and that group goes to the store the moment the previous one is
         durable, before the previous one's callers are even answered. Nothing
-        of the open group is answered, installed or published before its own
-        commit: a refusal it got may depend on the group below it, which can
-        still fail. If it does, the open group is dropped unanswered, the
+        of a group is answered, installed or published before its own commit:
+        a refusal it got may depend on the group below it, which can still
+        fail. If it does, the group staged on it is dropped unanswered, the
         failed one's members are retried alone (`_isolate`), and the dropped
         commands are staged again against the state as it then is.
         """
