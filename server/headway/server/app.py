@@ -24,9 +24,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headway.server import reflection
-from headway.server.auth.authenticator import TokenAuthenticator
 from headway.server.auth.credentials import Authenticator, OpenAuthenticator
-from headway.server.auth.factory import build_authenticator, describe
+from headway.server.auth.factory import build_authenticator, describe, token_authenticator
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
@@ -75,8 +74,9 @@ class RunningServer:
 
     def reload_credentials(self) -> None:
         """Read the token file again now (SIGHUP); a broken one keeps the entries in force."""
-        if isinstance(self.authenticator, TokenAuthenticator):
-            self.authenticator.reload()
+        tokens = token_authenticator(self.authenticator)
+        if tokens is not None:
+            tokens.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         """Shut down gracefully; calling it again does nothing."""
@@ -170,9 +170,8 @@ async def create_server(
             ("grpc.server.max_pending_requests_hard_limit", max_pending),
         ],
     )
-    read_tokens = (
-        authenticator.read_tokens if isinstance(authenticator, TokenAuthenticator) else None
-    )
+    tokens = token_authenticator(authenticator)
+    read_tokens = tokens.read_tokens if tokens is not None else None
     service = TaskService(engine, hub, settings, read_tokens=read_tokens)
     server.add_generic_rpc_handlers((handlers(service, authenticator, metrics),))
 
