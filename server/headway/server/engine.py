@@ -34,7 +34,6 @@ import sys
 import time
 from collections.abc import Callable, ItemsView, Iterator, Sequence, ValuesView
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -710,8 +709,8 @@ class Engine:
         if held is None:
             return None
         # A task at rest is parsed again; a parent's roll-up reads all its
-        # children, so the parses of recent ones are kept (bounded, see `_parse`).
-        return held.parsed if held.parsed is not None else _parse(held.data)
+        # children, so the parses of recent ones are kept (bounded, see `Held.shared`).
+        return held.shared()
 
     def _current(
         self, key: TaskKey, staged: _Staged
@@ -1023,13 +1022,3 @@ def _check_expected_revision(command: _Command, current: task_pb2.Task | None) -
             f"{command.expected_revision}; read it again and retry",
             {"task_id": command.task_id, "revision": str(current.revision)},
         )
-
-
-@lru_cache(maxsize=2048)
-def _parse(data: bytes) -> task_pb2.Task:
-    """A task at rest, parsed for a roll-up; the newest parses are kept, never changed.
-
-    Keyed by the bytes themselves (a bytes object keeps its hash), so a task
-    that changed is simply parsed afresh; at most a few MB are held.
-    """
-    return task_pb2.Task.FromString(data)
