@@ -33,6 +33,7 @@ from headway.server.health import HealthServicer
 from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
+from headway.server.memory import release_free_memory
 from headway.server.metrics import Metrics, MetricsServer
 from headway.server.pacing import FanoutTick
 from headway.server.protected import check_exposure, unprotected
@@ -209,6 +210,10 @@ async def create_server(
             await engine.stop()
             raise OSError(f"cannot listen on {settings.http_address} (HTTP): {error}") from error
     janitor.start()
+    # What loading the tasks left behind (see memory.py). Here, after the loop
+    # has turned a few times: the store's answer is held until the callbacks of
+    # the future that carried it have run.
+    release_free_memory()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s", describe(authenticator))
