@@ -26,7 +26,6 @@ it.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import enum
 import heapq
 import logging
@@ -40,6 +39,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from headway.server import domain, eta, records, rollup
 from headway.server.config import Settings
+from headway.server.creation import CreationOrder
 from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.eta import Estimator
 from headway.server.filtering import TaskFacts
@@ -223,7 +223,7 @@ class Engine:
         self._settings = settings
         self._clock = clock
         self._tasks: dict[TaskKey, Held] = {}  # see `held` for why bytes
-        self._order: dict[str, list[tuple[int, str]]] = {}
+        self._order: dict[str, CreationOrder] = {}
         self._requests = RequestBook(settings.idempotency_max_records)
         self._queue: list[_Command] = []
         self._wake = asyncio.Event()
@@ -312,9 +312,8 @@ class Engine:
 
     def tasks_after(self, tenant: str, create_revision: int) -> Iterator[task_pb2.Task]:
         """The tenant's tasks created after `create_revision`, oldest first."""
-        order = self._order.get(tenant, [])
-        start = bisect.bisect_right(order, (create_revision, "\U0010ffff"))
-        for _, task_id in order[start:]:
+        order = self._order.get(tenant)
+        for task_id in order.after(create_revision) if order is not None else ():
             yield self._tasks[(tenant, task_id)].task()
 
     def all_tasks(self) -> ValuesView[Held]:
@@ -896,7 +895,7 @@ class Engine:
         held = self._tasks.get(key)
         before = None if held is None else held.task()
         if before is None:
-            self._order.setdefault(tenant, []).append((task.create_revision, task_id))
+            self._order.setdefault(tenant, CreationOrder()).append(task.create_revision, task_id)
         elif before.parent_id != task.parent_id:  # deleted and created again in one group
             self._unlink(before)
         if task.parent_id:
@@ -924,10 +923,7 @@ class Engine:
             return
         task = held.task()
         self._unlink(task)
-        order = self._order[tenant]
-        position = bisect.bisect_left(order, (task.create_revision, task.id))
-        if position < len(order) and order[position] == (task.create_revision, task.id):
-            del order[position]
+        self._order[tenant].remove(task.create_revision, task.id)
 
     def _unlink(self, task: task_pb2.Task) -> None:
         """Take the task out of its parent's children index."""
