@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from headway.client.errors import NotFoundError
 from headway.server.config import Settings
-from headway.server.metrics import Metrics, metrics_middleware
+from headway.server.http.counting import metrics_middleware
+from headway.server.metrics import Metrics
 from headway.v1 import task_service_pb2
 from tests.harness import ServerHarness
 from tests.streams import Collector, kind

@@ -1,8 +1,8 @@
-"""A server without authentication does not load the token libraries (PyJWT, cryptography).
+"""A server loads the token libraries and aiohttp only when it is configured to use them.
 
-They cost about 10 MiB of memory, which is most of what a default server could
-save at start. Each case runs in a fresh interpreter, because this test
-process has long imported them.
+PyJWT with cryptography (authentication) and aiohttp (the HTTP gateway) cost
+about 10 MiB of memory each once imported. Each case runs in a fresh
+interpreter, because this test process has long imported them all.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from headway.server.auth.tokens import append_token
 
-TOKEN_LIBRARIES = ("jwt", "cryptography")
+OPTIONAL = ("jwt", "cryptography", "aiohttp")
 
 # Starts a real server with the given settings, serves one health check, stops,
-# and prints which of the token libraries the interpreter has loaded.
+# and prints which of the optional libraries the interpreter has loaded.
 _SCRIPT = """
 import asyncio, json, sys
 
@@ -45,12 +45,12 @@ asyncio.run(main())
 def _loaded_after_serving(tmp_path: Path, **settings: str) -> list[str]:
     base = {
         "address": "127.0.0.1:0",
-        "http_address": "127.0.0.1:0",
+        "http_address": "",
         "metrics_address": "127.0.0.1:0",
         "database": str(tmp_path / "headway.db"),
     }
     finished = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, json.dumps({**base, **settings}), *TOKEN_LIBRARIES],
+        [sys.executable, "-c", _SCRIPT, json.dumps({**base, **settings}), *OPTIONAL],
         capture_output=True,
         text=True,
         timeout=60,
@@ -61,15 +61,18 @@ def _loaded_after_serving(tmp_path: Path, **settings: str) -> list[str]:
     return loaded
 
 
-def test_a_server_without_authentication_does_not_import_the_token_libraries(
+def test_a_server_without_authentication_or_gateway_imports_none_of_them(
     tmp_path: Path,
 ) -> None:
     assert _loaded_after_serving(tmp_path) == []
 
 
-def test_a_server_with_a_token_file_imports_them(tmp_path: Path) -> None:
+def test_a_server_with_a_token_file_imports_the_token_libraries(tmp_path: Path) -> None:
     token_file = tmp_path / "tokens"
     append_token(token_file, "bot", "acme", "agent")
-    assert _loaded_after_serving(tmp_path, auth_token_file=str(token_file)) == sorted(
-        TOKEN_LIBRARIES
-    )
+    loaded = _loaded_after_serving(tmp_path, auth_token_file=str(token_file))
+    assert loaded == ["cryptography", "jwt"]
+
+
+def test_a_server_with_the_gateway_imports_aiohttp(tmp_path: Path) -> None:
+    assert _loaded_after_serving(tmp_path, http_address="127.0.0.1:0") == ["aiohttp"]

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,7 +30,6 @@ from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.health import HealthServicer
-from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
 from headway.server.memory import release_free_memory
@@ -40,6 +39,10 @@ from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
 from headway.server.tls import describe_transport, server_credentials
+
+if TYPE_CHECKING:
+    # Imported only when the gateway is on: aiohttp costs about 10 MiB (see metrics.py).
+    from headway.server.http import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +205,8 @@ async def create_server(
     await server.start()
     http: HttpServer | None = None
     if settings.http_address:
+        from headway.server.http import HttpServer
+
         http = HttpServer(service, authenticator, settings, metrics)
         try:
             await http.start()
