@@ -11,19 +11,17 @@ elsewhere (musl, macOS) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
-
-logger = logging.getLogger(__name__)
 
 
 def release_free_memory() -> None:
-    """Return the C allocator's free pages to the system (glibc only; a few ms)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
+    """Return the C allocator's free pages to the system (glibc only; a few ms).
+
+    The C library is found among the symbols the process already has loaded
+    (`CDLL(None)`), not by `ctypes.util.find_library`, which runs a
+    subprocess: a fork beside gRPC's threads.
+    """
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return  # not glibc
     trim.argtypes = [ctypes.c_size_t]
