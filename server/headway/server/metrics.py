@@ -284,6 +284,11 @@ class Metrics(CommitObserver, FanoutObserver, Collector):
         return generate_latest(self.registry)
 
 
+# A scrape connection that sends nothing for this long is closed (aiohttp's keep-alive
+# timeout, which served /metrics before); Prometheus scrapes far more often than that.
+IDLE_SECONDS = 75.0
+
+
 class MetricsServer:
     """`GET /metrics` on its own address, served on the server's event loop.
 
@@ -322,8 +327,8 @@ class MetricsServer:
         try:
             while await self._answer(connection, reader, writer):
                 connection.start_next_cycle()
-        except (h11.ProtocolError, OSError):
-            pass  # a broken request or a peer gone: nothing to answer
+        except (h11.ProtocolError, OSError, TimeoutError):
+            pass  # a broken request, a peer gone or idle too long: nothing to answer
         finally:
             self._connections.discard(writer)
             writer.close()
@@ -357,9 +362,15 @@ class MetricsServer:
 
 
 async def _next(connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | None:
-    """The next event of the request, reading as needed; None once the peer closed."""
+    """The next event of the request, reading as needed; None once the peer closed.
+
+    TimeoutError when the peer sends nothing for `IDLE_SECONDS`: a connection
+    kept alive between scrapes is not kept forever.
+    """
     while True:
         event = connection.next_event()
         if event is not h11.NEED_DATA:
             return None if isinstance(event, h11.ConnectionClosed) else event  # type: ignore[return-value]
-        connection.receive_data(await reader.read(65536))
+        async with asyncio.timeout(IDLE_SECONDS):
+            data = await reader.read(65536)
+        connection.receive_data(data)
