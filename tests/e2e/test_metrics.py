@@ -17,8 +17,10 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from headway.client.errors import NotFoundError
+from headway.server import metrics
 from headway.server.config import Settings
-from headway.server.metrics import Metrics, metrics_middleware
+from headway.server.http.counting import metrics_middleware
+from headway.server.metrics import Metrics
 from headway.v1 import task_service_pb2
 from tests.harness import ServerHarness
 from tests.streams import Collector, kind
@@ -161,6 +163,42 @@ async def test_an_evicted_subscriber_is_counted(make_settings: Callable[..., Set
         assert value(after, "headway_subscriber_queue_depth") == 0
     finally:
         await harness.close()
+
+
+async def test_only_get_and_head_of_metrics_are_answered_on_one_connection(
+    served: ServerHarness,
+) -> None:
+    port = metrics_port(served)
+    answers = []
+    async with aiohttp.ClientSession() as session:  # one kept-alive connection
+        for method, path in (
+            ("GET", "/metrics?debug=1"),
+            ("HEAD", "/metrics"),
+            ("POST", "/metrics"),
+            ("GET", "/elsewhere"),
+            ("GET", "/metrics"),
+        ):
+            async with session.request(method, f"http://127.0.0.1:{port}{path}") as response:
+                body = await response.read()
+                answers.append((method, path, response.status, b"headway_" in body))
+    assert answers == [
+        ("GET", "/metrics?debug=1", 200, True),
+        ("HEAD", "/metrics", 200, False),
+        ("POST", "/metrics", 405, False),
+        ("GET", "/elsewhere", 404, False),
+        ("GET", "/metrics", 200, True),
+    ]
+
+
+async def test_an_idle_scrape_connection_is_closed(
+    served: ServerHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "IDLE_SECONDS", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", metrics_port(served))
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b"", "closed without an answer"
+    finally:
+        writer.close()
 
 
 async def test_metrics_can_be_turned_off(make_settings: Callable[..., Settings]) -> None:

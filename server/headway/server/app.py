@@ -18,28 +18,31 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from headway.server import reflection
-from headway.server.auth.authenticator import TokenAuthenticator
 from headway.server.auth.credentials import Authenticator, OpenAuthenticator
-from headway.server.auth.factory import build_authenticator, describe
+from headway.server.auth.factory import build_authenticator, describe, token_authenticator
 from headway.server.config import Settings
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.health import HealthServicer
-from headway.server.http import HttpServer
 from headway.server.hub import Hub
 from headway.server.janitor import Janitor
+from headway.server.memory import release_free_memory
 from headway.server.metrics import Metrics, MetricsServer
 from headway.server.pacing import FanoutTick
 from headway.server.protected import check_exposure, unprotected
 from headway.server.service import SERVICE_NAME, TaskService, handlers
 from headway.server.store.sqlite import SqliteStore
 from headway.server.tls import describe_transport, server_credentials
+
+if TYPE_CHECKING:
+    # Imported only when the gateway is on: aiohttp costs about 10 MiB (see metrics.py).
+    from headway.server.http import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +78,9 @@ class RunningServer:
 
     def reload_credentials(self) -> None:
         """Read the token file again now (SIGHUP); a broken one keeps the entries in force."""
-        if isinstance(self.authenticator, TokenAuthenticator):
-            self.authenticator.reload()
+        tokens = token_authenticator(self.authenticator)
+        if tokens is not None:
+            tokens.reload()
 
     async def stop(self, grace: float | None = None) -> None:
         """Shut down gracefully; calling it again does nothing."""
@@ -170,9 +174,8 @@ async def create_server(
             ("grpc.server.max_pending_requests_hard_limit", max_pending),
         ],
     )
-    read_tokens = (
-        authenticator.read_tokens if isinstance(authenticator, TokenAuthenticator) else None
-    )
+    tokens = token_authenticator(authenticator)
+    read_tokens = tokens.read_tokens if tokens is not None else None
     service = TaskService(engine, hub, settings, read_tokens=read_tokens)
     server.add_generic_rpc_handlers((handlers(service, authenticator, metrics),))
 
@@ -202,6 +205,8 @@ async def create_server(
     await server.start()
     http: HttpServer | None = None
     if settings.http_address:
+        from headway.server.http import HttpServer
+
         http = HttpServer(service, authenticator, settings, metrics)
         try:
             await http.start()
@@ -210,6 +215,10 @@ async def create_server(
             await engine.stop()
             raise OSError(f"cannot listen on {settings.http_address} (HTTP): {error}") from error
     janitor.start()
+    # What loading the tasks left behind (see memory.py). Here, after the loop
+    # has turned a few times: the store's answer is held until the callbacks of
+    # the future that carried it have run.
+    release_free_memory()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     logger.info("%s", describe(authenticator))

@@ -32,7 +32,6 @@ and staged again; nothing of it was answered or shown.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import enum
 import heapq
 import logging
@@ -40,13 +39,13 @@ import sys
 import time
 from collections.abc import Callable, ItemsView, Iterator, Sequence, ValuesView
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from headway.server import domain, eta, records, rollup
 from headway.server.config import Settings
+from headway.server.creation import CreationOrder
 from headway.server.errors import HeadwayError, Kind, task_not_found
 from headway.server.eta import Estimator
 from headway.server.filtering import TaskFacts
@@ -292,7 +291,7 @@ class Engine:
         self._settings = settings
         self._clock = clock
         self._tasks: dict[TaskKey, Held] = {}  # see `held` for why bytes
-        self._order: dict[str, list[tuple[int, str]]] = {}
+        self._order: dict[str, CreationOrder] = {}
         self._requests = RequestBook(settings.idempotency_max_records)
         self._queue: list[_Command] = []
         self._wake = asyncio.Event()
@@ -381,9 +380,8 @@ class Engine:
 
     def tasks_after(self, tenant: str, create_revision: int) -> Iterator[task_pb2.Task]:
         """The tenant's tasks created after `create_revision`, oldest first."""
-        order = self._order.get(tenant, [])
-        start = bisect.bisect_right(order, (create_revision, "\U0010ffff"))
-        for _, task_id in order[start:]:
+        order = self._order.get(tenant)
+        for task_id in order.after(create_revision) if order is not None else ():
             yield self._tasks[(tenant, task_id)].task()
 
     def all_tasks(self) -> ValuesView[Held]:
@@ -862,8 +860,8 @@ class Engine:
         if held is None:
             return None
         # A task at rest is parsed again; a parent's roll-up reads all its
-        # children, so the parses of recent ones are kept (bounded, see `_parse`).
-        return held.parsed if held.parsed is not None else _parse(held.data)
+        # children, so the parses of recent ones are kept (bounded, see `Held.shared`).
+        return held.shared()
 
     def _current(
         self, key: TaskKey, staged: _Staged
@@ -1057,7 +1055,7 @@ class Engine:
         held = self._tasks.get(key)
         before = None if held is None else held.task()
         if before is None:
-            self._order.setdefault(tenant, []).append((task.create_revision, task_id))
+            self._order.setdefault(tenant, CreationOrder()).append(task.create_revision, task_id)
         elif before.parent_id != task.parent_id:  # deleted and created again in one group
             self._unlink(before)
         if task.parent_id:
@@ -1085,10 +1083,7 @@ class Engine:
             return
         task = held.task()
         self._unlink(task)
-        order = self._order[tenant]
-        position = bisect.bisect_left(order, (task.create_revision, task.id))
-        if position < len(order) and order[position] == (task.create_revision, task.id):
-            del order[position]
+        self._order[tenant].remove(task.create_revision, task.id)
 
     def _unlink(self, task: task_pb2.Task) -> None:
         """Take the task out of its parent's children index."""
@@ -1183,13 +1178,3 @@ def _check_expected_revision(command: _Command, current: task_pb2.Task | None) -
             f"{command.expected_revision}; read it again and retry",
             {"task_id": command.task_id, "revision": str(current.revision)},
         )
-
-
-@lru_cache(maxsize=2048)
-def _parse(data: bytes) -> task_pb2.Task:
-    """A task at rest, parsed for a roll-up; the newest parses are kept, never changed.
-
-    Keyed by the bytes themselves (a bytes object keeps its hash), so a task
-    that changed is simply parsed afresh; at most a few MB are held.
-    """
-    return task_pb2.Task.FromString(data)

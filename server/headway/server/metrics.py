@@ -15,12 +15,12 @@ internal network only. They never carry task data: no ids, names or labels.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 
-from aiohttp import web
+import h11
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -284,79 +284,93 @@ class Metrics(CommitObserver, FanoutObserver, Collector):
         return generate_latest(self.registry)
 
 
-# -- HTTP ------------------------------------------------------------------------
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def metrics_middleware(metrics: Metrics) -> Any:
-    """An aiohttp middleware that counts every request of the app it is added to.
-
-    The route label is the matched resource's pattern (`/v1/tasks/{task_id}`),
-    never the raw path, so ids do not become labels; requests no route matched
-    count as `unmatched`. An event stream counts when it ends.
-    """
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as error:
-            status = error.status
-            raise
-        finally:
-            # Read after the handler: the RPC table names its route while it runs.
-            metrics.http_finished(_route_of(request), status, time.perf_counter() - started)
-
-    return middleware
-
-
-# Set by a handler that serves several routes behind one resource (the RPC table).
-ROUTE_LABEL = web.RequestKey("headway_route", str)
-
-
-def _route_of(request: web.Request) -> str:
-    if ROUTE_LABEL in request:
-        return request[ROUTE_LABEL]
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    if resource is None:
-        return "unmatched"
-    return resource.canonical
+# A scrape connection that sends nothing for this long is closed (aiohttp's keep-alive
+# timeout, which served /metrics before); Prometheus scrapes far more often than that.
+IDLE_SECONDS = 75.0
 
 
 class MetricsServer:
-    """`GET /metrics` on its own address, served by aiohttp on the server's event loop."""
+    """`GET /metrics` on its own address, served on the server's event loop.
+
+    The figures are read where they are counted, on the loop's thread, so the
+    scrape needs no lock. The HTTP/1.1 exchange is h11's; the server speaks it
+    over asyncio's own streams rather than aiohttp's, because aiohttp costs
+    about 10 MiB of memory once imported, and a server without the HTTP
+    gateway (`--http-address ''`) then never imports it. A connection is kept
+    alive between scrapes, as Prometheus expects, and closed at `stop`.
+    """
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
-        app = web.Application()
-        app.router.add_get("/metrics", self._scrape)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
         self.port = 0
-
-    async def _scrape(self, request: web.Request) -> web.Response:
-        del request
-        return web.Response(
-            body=self._metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
 
     async def start(self, address: str) -> int:
         """Listen on `address` (host:port; port 0: any); the port it got. OSError if it cannot."""
         host, _, port = address.rpartition(":")
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host.strip("[]") or None, int(port))
-        try:
-            await site.start()
-        except OSError:
-            await self._runner.cleanup()
-            raise
-        self.port = int(self._runner.addresses[0][1])
+        self._server = await asyncio.start_server(self._serve, host.strip("[]") or None, int(port))
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
-        await self._runner.cleanup()
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._connections):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._connections.add(writer)
+        connection = h11.Connection(h11.SERVER)
+        try:
+            while await self._answer(connection, reader, writer):
+                connection.start_next_cycle()
+        except (h11.ProtocolError, OSError, TimeoutError):
+            pass  # a broken request, a peer gone or idle too long: nothing to answer
+        finally:
+            self._connections.discard(writer)
+            writer.close()
+
+    async def _answer(
+        self, connection: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
+        """Read one request and answer it; whether the connection may carry another."""
+        request = await _next(connection, reader)
+        if not isinstance(request, h11.Request):
+            return False
+        while not isinstance(await _next(connection, reader), h11.EndOfMessage | None):
+            pass  # a body, which no route takes
+        target = request.target.split(b"?", 1)[0]
+        content_type = "text/plain; charset=utf-8"
+        if target != b"/metrics":
+            status, body = 404, b"404: Not Found"
+        elif request.method not in (b"GET", b"HEAD"):
+            status, body = 405, b"405: Method Not Allowed"
+        else:
+            status, body, content_type = 200, self._metrics.exposition(), CONTENT_TYPE_LATEST
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        if status == 405:
+            headers.append(("Allow", "GET, HEAD"))
+        writer.write(connection.send(h11.Response(status_code=status, headers=headers)))
+        if request.method != b"HEAD":
+            writer.write(connection.send(h11.Data(data=body)) or b"")
+        writer.write(connection.send(h11.EndOfMessage()) or b"")
+        await writer.drain()
+        return connection.our_state is h11.DONE and connection.their_state is h11.DONE
+
+
+async def _next(connection: h11.Connection, reader: asyncio.StreamReader) -> h11.Event | None:
+    """The next event of the request, reading as needed; None once the peer closed.
+
+    TimeoutError when the peer sends nothing for `IDLE_SECONDS`: a connection
+    kept alive between scrapes is not kept forever.
+    """
+    while True:
+        event = connection.next_event()
+        if event is not h11.NEED_DATA:
+            return None if isinstance(event, h11.ConnectionClosed) else event  # type: ignore[return-value]
+        async with asyncio.timeout(IDLE_SECONDS):
+            data = await reader.read(65536)
+        connection.receive_data(data)

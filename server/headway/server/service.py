@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -23,8 +23,6 @@ from headway.server import domain, mutations, paging, validation
 from headway.server.auth.context import bind, current_principal
 from headway.server.auth.credentials import Authenticator, Credentials, OpenAuthenticator
 from headway.server.auth.principal import Principal, Scope, authorize
-from headway.server.auth.read_tokens import DEFAULT_TTL as DEFAULT_READ_TOKEN_TTL
-from headway.server.auth.read_tokens import ReadTokens
 from headway.server.config import Settings
 from headway.server.durations import clamp_duration
 from headway.server.engine import Actor, Apply, Engine, Outcome
@@ -37,6 +35,10 @@ from headway.server.store.base import LogQuery
 from headway.server.stream import Subscription
 from headway.server.visibility import Visibility
 from headway.v1 import log_pb2, task_pb2, task_service_pb2
+
+if TYPE_CHECKING:
+    # Only a server with authentication has read tokens; see auth.factory for why lazily.
+    from headway.server.auth.read_tokens import ReadTokens
 
 logger = logging.getLogger(__name__)
 
@@ -465,9 +467,11 @@ class TaskService:
             scope = Scope(task_ids=frozenset({request.task_id}))
         else:
             scope = Scope(labels=tuple(sorted(request.labels.items())))
+        from headway.server.auth.read_tokens import DEFAULT_TTL  # loaded with `_read_tokens`
+
         ttl = clamp_duration(
             request.ttl,
-            default=DEFAULT_READ_TOKEN_TTL,
+            default=DEFAULT_TTL,
             low=timedelta(seconds=1),
             high=self._settings.auth_read_token_max_ttl,
         )

@@ -1,24 +1,24 @@
-"""The authenticator the settings ask for, and the line the startup log says about it."""
+"""The authenticator the settings ask for, and the line the startup log says about it.
+
+The token authenticator needs PyJWT and cryptography, about 10 MiB of memory
+once imported. A server without authentication (the default) never uses them,
+so they are imported here only when the settings configure authentication, or
+when an authenticator from elsewhere might be a token authenticator.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from headway.server.auth.authenticator import TokenAuthenticator
 from headway.server.auth.credentials import DEFAULT_TENANT, Authenticator, OpenAuthenticator
-from headway.server.auth.jwt_tokens import (
-    JwtVerifier,
-    KeyFileError,
-    VerificationKey,
-    load_jwks,
-    load_public_key,
-    load_secret,
-)
-from headway.server.auth.read_tokens import ReadTokens, load_or_create_key
-from headway.server.auth.tokens import TokenFile, TokenFileError
 from headway.server.config import Settings
+
+if TYPE_CHECKING:
+    from headway.server.auth.authenticator import TokenAuthenticator
+    from headway.server.auth.jwt_tokens import VerificationKey
 
 
 class AuthenticationSetupError(ValueError):
@@ -56,6 +56,11 @@ def build_authenticator(
     """
     if not authentication_configured(settings):
         return OpenAuthenticator()
+    from headway.server.auth.authenticator import TokenAuthenticator
+    from headway.server.auth.jwt_tokens import JwtVerifier, KeyFileError
+    from headway.server.auth.read_tokens import ReadTokens, load_or_create_key
+    from headway.server.auth.tokens import TokenFile, TokenFileError
+
     try:
         token_file = None
         if settings.auth_token_file is not None:
@@ -86,6 +91,8 @@ def build_authenticator(
 
 
 def _verification_key(settings: Settings) -> VerificationKey | None:
+    from headway.server.auth.jwt_tokens import load_jwks, load_public_key, load_secret
+
     if settings.auth_jwt_secret_file is not None:
         return load_secret(settings.auth_jwt_secret_file)
     if settings.auth_jwt_public_key_file is not None:
@@ -95,8 +102,21 @@ def _verification_key(settings: Settings) -> VerificationKey | None:
     return None
 
 
+def token_authenticator(authenticator: Authenticator) -> TokenAuthenticator | None:
+    """The authenticator as a TokenAuthenticator (read tokens, reloads), or None if it is not one.
+
+    An OpenAuthenticator is answered without importing the token modules.
+    """
+    if isinstance(authenticator, OpenAuthenticator):
+        return None
+    from headway.server.auth.authenticator import TokenAuthenticator
+
+    return authenticator if isinstance(authenticator, TokenAuthenticator) else None
+
+
 def describe(authenticator: Authenticator) -> str:
     """The startup log's line on authentication."""
-    if isinstance(authenticator, TokenAuthenticator):
-        return f"authentication: {authenticator.describe()}"
+    tokens = token_authenticator(authenticator)
+    if tokens is not None:
+        return f"authentication: {tokens.describe()}"
     return f"authentication: off (every caller is admin of tenant {DEFAULT_TENANT!r})"

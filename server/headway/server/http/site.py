@@ -22,6 +22,7 @@ from headway.server.config import Settings
 from headway.server.errors import FieldViolation, HeadwayError, internal_error, invalid_argument
 from headway.server.http.changes import LongPoll
 from headway.server.http.codec import refuse_secrets_in_url, to_json
+from headway.server.http.counting import ROUTE_LABEL, metrics_middleware
 from headway.server.http.errors import (
     error_response,
     json_response,
@@ -40,7 +41,7 @@ from headway.server.http.sessions import (
     peer_of,
     principal_json,
 )
-from headway.server.metrics import ROUTE_LABEL, Metrics, metrics_middleware
+from headway.server.metrics import Metrics
 from headway.server.protected import host_of
 from headway.server.service import TaskService
 
