@@ -22,7 +22,7 @@ heartbeat is due (`request_heartbeat`). Each item has a `revision` and `data`, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -162,7 +162,7 @@ class ChangeFeed:
             self._pin = self._engine.pin(self._tenant, start)
             self._caught_up = self._history(start)
 
-    async def batches(self) -> AsyncIterator[list[Emitted]]:
+    async def batches(self) -> AsyncIterator[Sequence[Emitted]]:
         """Every batch of events, in revision order; ends when a watched task rests."""
         self.begin()
         assert self._caught_up is not None
@@ -263,7 +263,7 @@ class ChangeFeed:
                     return selected, True
         return selected, False
 
-    async def _next_live(self) -> list[Emitted] | None:
+    async def _next_live(self) -> Sequence[Emitted] | None:
         """The next live batch: everything queued when the tick woke this feed, or a heartbeat.
 
         Waits for a wake even when changes are already queued: the tick decides
@@ -276,11 +276,12 @@ class ChangeFeed:
         while True:
             self._raise_if_ended()
             # Whatever this feed was woken for is written: the tick's round may end.
-            self._hub.tick.returned(subscriber)
+            self._hub.returned(subscriber)
             await subscriber.wakeup.wait()
             subscriber.wakeup.clear()
             self._raise_if_ended()
-            batch: list[Emitted] = list(subscriber.take())
+            # Shared with other subscribers (and the transports' encodings of it): read only.
+            batch: Sequence[Emitted] = subscriber.take()
             if not batch:
                 if not subscriber.heartbeat_due:
                     continue
