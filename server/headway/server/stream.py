@@ -20,7 +20,7 @@ from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
-from headway.server.hub import Hub
+from headway.server.hub import Hub, SharedBatch
 from headway.server.quotas import StreamQuota
 from headway.server.records import frame_prefix
 from headway.server.validation import Violations, check_filter
@@ -32,24 +32,41 @@ CREDENTIAL_CHECK_SECONDS = 5.0
 
 
 class _Writer:
-    """Joins events into SubscribeResponse messages of bounded size and writes them."""
+    """Joins events into SubscribeResponse messages of bounded size and writes them.
+
+    A batch taken from a shared log is joined once for every stream that
+    writes it (its `memo`): the subscribers of a round mostly take the same range.
+    """
 
     def __init__(self, context: grpc.aio.ServicerContext[object, bytes], max_bytes: int) -> None:
         self._context = context
         self._max_bytes = max_bytes
+        self._key = ("grpc", max_bytes)
 
     async def write(self, events: Sequence[Emitted]) -> None:
+        if isinstance(events, SharedBatch):
+            messages = events.memo.get(self._key)
+            if not isinstance(messages, list):
+                messages = events.memo[self._key] = self._messages(events)
+        else:
+            messages = self._messages(events)
+        for message in messages:
+            await self._context.write(message)
+
+    def _messages(self, events: Sequence[Emitted]) -> list[bytes]:
+        messages: list[bytes] = []
         parts: list[bytes] = []
         size = 0
         for event in events:
             if parts and size + len(event.data) > self._max_bytes:
-                await self._context.write(b"".join(parts))
+                messages.append(b"".join(parts))
                 parts, size = [], 0
             parts.append(frame_prefix(len(event.data)))
             parts.append(event.data)
             size += len(event.data)
         if parts:
-            await self._context.write(b"".join(parts))
+            messages.append(b"".join(parts))
+        return messages
 
 
 def check_subscribe(
