@@ -34,6 +34,48 @@ from headway.server.store.base import EventRecord
 DEFAULT_TICK_MAX = 0.25
 
 
+class Wakeup:
+    """A subscriber's wake-up flag, which its sender awaits as one bare future.
+
+    An `asyncio.Event` costs a coroutine and a future per wait, on top of the
+    feed's own layers: thousands of subscribers waiting at once make every
+    young-generation garbage collection walk all of them, a pause the writers'
+    calls wait out. One sender waits at a time.
+    """
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if self._flag:
+            return
+        self._flag = True
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def clear(self) -> None:
+        self._flag = False
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future done once the flag is set (already done if it is)."""
+        future = asyncio.get_running_loop().create_future()
+        if self._flag:
+            future.set_result(None)
+        else:
+            self._waiter = future
+        return future
+
+    async def wait(self) -> None:
+        await self.waiter()
+
+
 class SharedBatch(list[EventRecord]):
     """A range of a shared log as one subscriber took it.
 
@@ -159,7 +201,7 @@ class Subscriber:
         self.include_logs = include_logs
         self.stop_at_rest = stop_at_rest
         self._events: list[EventRecord] = []
-        self.wakeup = asyncio.Event()
+        self.wakeup = Wakeup()
         self.ended: HeadwayError | None = None
         self.rest_reached = False
         self.heartbeat_due = False

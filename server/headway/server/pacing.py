@@ -33,11 +33,15 @@ CHUNK_CAP = 0.02
 IDLE_ROUND = 0.0005
 
 
+class Flag(Protocol):
+    def set(self) -> None: ...
+
+
 class Wakeable(Protocol):
     """What the tick wakes: a subscriber's sender waits on its `wakeup`."""
 
     @property
-    def wakeup(self) -> asyncio.Event: ...
+    def wakeup(self) -> Flag: ...
 
 
 class FanoutTick:

@@ -222,8 +222,16 @@ class Subscription:
             heartbeats = Heartbeats(feed, self._heartbeat)
             watch = CredentialWatch(feed, current_recheck(), current_principal())
             try:
-                async for batch in feed.batches():
+                async for batch in feed.catch_up():
                     await writer.write(batch)
+                    heartbeats.wrote()
+                # Live: the feed's own loop, awaited here directly (see ChangeFeed.poll).
+                while not feed.done:
+                    live = feed.poll()
+                    if live is None:
+                        await feed.wait()
+                        continue
+                    await writer.write(live)
                     heartbeats.wrote()
             finally:
                 heartbeats.cancel()
