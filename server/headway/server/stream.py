@@ -9,6 +9,7 @@ with the HTTP event stream (headway.server.http.events).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -29,6 +30,17 @@ from headway.v1 import task_service_pb2
 
 # How soon a stream notices that its credentials were revoked or expired.
 CREDENTIAL_CHECK_SECONDS = 5.0
+
+
+def _spread(interval: float) -> float:
+    """A first delay within (interval / 2, interval].
+
+    Streams open in bursts (every subscriber reconnecting after a restart):
+    timers armed with the same delay would keep firing together, hundreds in
+    one turn of the loop that the writers' calls wait behind; a random phase
+    spreads them over the interval for good.
+    """
+    return interval * (1.0 - random.random() / 2)
 
 
 class _Writer:
@@ -122,7 +134,8 @@ class Heartbeats:
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._last_write = self._loop.time()
-        self._timer = self._loop.call_later(interval, self._beat)
+        # Early is harmless: a beat that finds a recent write re-arms for the rest.
+        self._timer = self._loop.call_later(_spread(interval), self._beat)
 
     def _beat(self) -> None:
         idle = self._loop.time() - self._last_write
@@ -156,7 +169,7 @@ class CredentialWatch:
         self._recheck = recheck
         self._principal = principal
         self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(CREDENTIAL_CHECK_SECONDS, self._check)
+        self._timer = self._loop.call_later(_spread(CREDENTIAL_CHECK_SECONDS), self._check)
 
     def _check(self) -> None:
         try:
