@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from headway.server import paging
 from headway.server.errors import HeadwayError, Kind
 from headway.server.filtering import CompiledFilter, TaskFacts
-from headway.server.hub import FanoutObserver, Hub, Subscriber
+from headway.server.hub import FanoutObserver, Hub, SharedBatch, Subscriber
 from headway.server.pacing import FanoutTick
 from headway.server.records import encode_varint, frame
 from headway.server.store.base import EventRecord
@@ -558,3 +558,77 @@ async def test_an_overflowing_subscriber_is_evicted_and_counted_once() -> None:
     hub.publish([make_event(r) for r in range(1, 7)])  # overflows at 3, then 4, 5, 6 bounce
     assert counted == [1]
     assert hub.subscriber_count == 0
+
+
+# -- hub: the shared log of unfiltered subscribers ------------------------------------
+
+
+async def test_a_subscriber_still_writing_is_not_woken_again_and_takes_everything_at_once() -> None:
+    hub = make_hub(capacity=100)
+    busy, parked = register(hub), register(hub)
+    hub.publish([make_event(1)])
+    assert busy.wakeup.is_set()
+    assert parked.wakeup.is_set()
+    assert revisions(busy) == [1]
+    assert revisions(parked) == [1]
+    busy.wakeup.clear()
+    parked.wakeup.clear()
+    hub.returned(parked)  # back for more; `busy` is still writing its batch
+    for revision in (2, 3, 4):
+        hub.publish([make_event(revision)])
+        assert not busy.wakeup.is_set(), "a subscriber writing is not woken per publish"
+    assert parked.wakeup.is_set()
+    hub.returned(busy)
+    assert busy.wakeup.is_set(), "back from its write with changes waiting: due at once"
+    assert revisions(busy) == [2, 3, 4], "one batch carries everything since its last take"
+    assert revisions(parked) == [2, 3, 4]
+
+
+async def test_subscribers_taking_the_same_range_share_one_batch_and_its_encodings() -> None:
+    hub = make_hub(capacity=100)
+    first, second, behind = register(hub), register(hub), register(hub)
+    hub.publish([make_event(1)])
+    assert revisions(behind) == [1]
+    hub.publish([make_event(2), make_event(3)])
+    one, two, three = first.take(), second.take(), behind.take()
+    assert one is two, "the same range: the same batch, so an encoding of it is made once"
+    assert isinstance(one, SharedBatch)
+    assert isinstance(three, SharedBatch)
+    one.memo["grpc"] = b"encoded"
+    assert two.memo["grpc"] == b"encoded"
+    assert [e.revision for e in three] == [2, 3]
+    assert three.memo == {}
+
+
+async def test_the_shared_log_keeps_only_what_someone_has_yet_to_take() -> None:
+    hub = make_hub(capacity=1000)
+    reader, lagging = register(hub), register(hub)
+    for revision in range(1, 101):
+        hub.publish([make_event(revision)])
+        reader.take()
+    log = reader.log
+    assert log is not None
+    assert len(log.events) == 100, "the lagging one has taken nothing"
+    assert lagging.backlog == 100
+    assert reader.backlog == 0
+    assert len(lagging.take()) == 100
+    hub.publish([make_event(101)])
+    assert [e.revision for e in log.events] == [101], "taken by everyone: freed"
+    hub.unregister(lagging)
+    hub.unregister(reader)
+    assert hub.subscriber_count == 0
+
+
+async def test_a_shared_log_subscriber_is_ended_once_too_far_behind_and_its_range_freed() -> None:
+    hub = make_hub(capacity=3)
+    stalled, reader = register(hub), register(hub)
+    for revision in range(1, 5):
+        hub.publish([make_event(revision)])
+        assert revisions(reader) == [revision]
+    assert stalled.ended is not None
+    assert stalled.ended.reason == "SUBSCRIBER_TOO_SLOW"
+    assert hub.subscriber_count == 1
+    hub.publish([make_event(5)])
+    log = reader.log
+    assert log is not None
+    assert [e.revision for e in log.events] == [5]

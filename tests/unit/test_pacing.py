@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from headway.server.pacing import FanoutTick
+from headway.server.pacing import MIN_CHUNK, FanoutTick
 
 
 class Sub:
@@ -127,3 +128,35 @@ async def test_a_subscriber_gone_before_its_chunk_is_skipped() -> None:
     assert tick.rounds == 1
     await turn()
     assert not subs[2].wakeup.is_set()
+
+
+def hold_the_loop(seconds: float) -> None:
+    began = time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        pass
+
+
+async def test_a_chunk_is_what_its_senders_run_in_about_a_millisecond() -> None:
+    tick = FanoutTick(max_period=0.25, chunk=32, chunk_cap=60.0, hold=0.001)
+    subs = [Sub() for _ in range(48)]
+
+    async def sender(sub: Sub) -> None:
+        await sub.wakeup.wait()
+        hold_the_loop(0.0005)  # a sender that takes half a millisecond of the loop
+
+    senders = [asyncio.create_task(sender(sub)) for sub in subs]
+    await turn()
+    tick.add(subs)
+    await turn(5)
+    assert woken(subs) == 32, "the first chunk: as many as allowed"
+    assert tick.chunk == MIN_CHUNK, "32 senders held the loop 16 ms: the next chunks are small"
+    for sub in subs[:32]:
+        tick.returned(sub)
+    assert woken(subs) == 32 + MIN_CHUNK
+    await asyncio.gather(*senders[: 32 + MIN_CHUNK])
+    for sub in subs[32 : 32 + MIN_CHUNK]:
+        tick.returned(sub)
+    assert woken(subs) == 32 + 2 * MIN_CHUNK
+    for task in senders:
+        task.cancel()
+    await asyncio.gather(*senders, return_exceptions=True)

@@ -21,6 +21,12 @@ from headway.server.protected import ExposureError
 from headway.server.store.lock import DatabaseInUseError
 from headway.server.tls import TlsConfigError
 
+# How long a busy thread keeps the GIL from one that asks for it (Python's default: 5 ms).
+# The commit of every mutation runs on the store's writer thread: while the event loop is
+# busy fanning out, each time that thread needed the GIL it waited the full default, several
+# times per call (measured: ack p99 beside 2,000 idle streams 55 ms, 22 ms with 0.5 ms).
+GIL_SWITCH_SECONDS = 0.0005
+
 
 async def serve(settings: Settings) -> None:
     running = await create_server(settings)
@@ -62,6 +68,7 @@ def main() -> None:
         print(f"headway-server: invalid settings:\n{describe(error)}", file=sys.stderr)
         raise SystemExit(2) from error
     configure_logging(settings.log_level, settings.log_format)
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     try:
         import uvloop
     except ImportError:

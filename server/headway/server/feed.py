@@ -13,8 +13,9 @@ history read re-checks the fence in the same database read as its rows
 the subscriber gets a `Resync` and a fresh snapshot, or OUT_OF_RANGE, as its
 request chose.
 
-A transport (the gRPC stream, an HTTP event stream) iterates `batches()` and
-writes each batch, split to its own message size; it only decides when a
+A transport (the gRPC stream, an HTTP event stream) iterates `batches()` (or,
+per write of a busy stream cheaper, `catch_up()` and then `poll()`/`wait()`)
+and writes each batch, split to its own message size; it only decides when a
 heartbeat is due (`request_heartbeat`). Each item has a `revision` and `data`, the encoded
 `headway.v1.Event`.
 """
@@ -22,7 +23,7 @@ heartbeat is due (`request_heartbeat`). Each item has a `revision` and `data`, t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -88,7 +89,8 @@ class ChangeFeed:
         self._subscriber: Subscriber | None = None
         self._pin: int | None = None
         self._caught_up: AsyncIterator[tuple[list[Emitted], bool]] | None = None
-        self._rest_sent = False
+        self._done = False
+        self._handed_out = False  # a live batch went out since the feed last told the hub
         self.head = 0
         # Set once every change up to `head` (or the snapshot) has been yielded.
         self.live = asyncio.Event()
@@ -162,8 +164,22 @@ class ChangeFeed:
             self._pin = self._engine.pin(self._tenant, start)
             self._caught_up = self._history(start)
 
-    async def batches(self) -> AsyncIterator[list[Emitted]]:
-        """Every batch of events, in revision order; ends when a watched task rests."""
+    async def batches(self) -> AsyncIterator[Sequence[Emitted]]:
+        """Every batch of events, in revision order; ends when a watched task rests.
+
+        `catch_up()`, then `poll()` and `wait()` until `done`, as one iterator.
+        """
+        async for batch in self.catch_up():
+            yield batch
+        while not self.done:
+            live = self.poll()
+            if live is None:
+                await self.wait()
+            else:
+                yield live
+
+    async def catch_up(self) -> AsyncIterator[Sequence[Emitted]]:
+        """The batches up to `head` (a snapshot, history, a resync); then `live` is set."""
         self.begin()
         assert self._caught_up is not None
         at_rest = False
@@ -175,12 +191,51 @@ class ChangeFeed:
         self._unpin()
         # Everything up to `head` is out: from here on only live changes (and heartbeats).
         self.live.set()
-        if at_rest:
-            return
-        # Live: one batch per wake of the fan-out tick, awaited here directly
-        # (no generator in between: this runs once per write of every stream).
-        while (live := await self._next_live()) is not None:
-            yield live
+        self._done = at_rest
+        self._handed_out = True
+
+    @property
+    def done(self) -> bool:
+        """Whether the feed has nothing more to send (a watched task came to rest)."""
+        return self._done
+
+    def poll(self) -> Sequence[Emitted] | None:
+        """The live batch the tick woke this feed for (or a heartbeat); None: `wait()` first.
+
+        Called after every write (and between waits) by a transport's own loop,
+        with no generator or coroutine in between: it runs once per write of
+        every stream. Waits for a wake even when changes are already queued:
+        the tick decides when a subscriber writes, so that a busy loop makes
+        fuller writes rather than more of them. Raises the error the feed ended with.
+        """
+        subscriber = self.subscriber
+        self._raise_if_ended()
+        if self._handed_out:
+            # Whatever this feed was woken for is written: the tick's round may end.
+            self._handed_out = False
+            self._hub.returned(subscriber)
+        if not subscriber.wakeup.is_set():
+            return None
+        subscriber.wakeup.clear()
+        # Shared with other subscribers (and the transports' encodings of it): read only.
+        batch: Sequence[Emitted] = subscriber.take()
+        if not batch:
+            if not subscriber.heartbeat_due:
+                self._hub.returned(subscriber)
+                return None
+            # The tenant's own revision: a heartbeat says nothing of other tenants.
+            head = self._hub.head(self._tenant)
+            beat = event_pb2.Event(revision=head, heartbeat=event_pb2.Heartbeat())
+            batch = [Notice(head, beat.SerializeToString())]
+        subscriber.heartbeat_due = False
+        self._hub.observer.live_batch(batch)  # delivery lag, for the metrics
+        self._handed_out = True
+        self._done = subscriber.rest_reached
+        return batch
+
+    def wait(self) -> asyncio.Future[None]:
+        """Done when the feed is woken (by the tick, a heartbeat, or its end)."""
+        return self.subscriber.wakeup.waiter()
 
     async def _snapshot(self, head: int) -> AsyncIterator[tuple[list[Emitted], bool]]:
         """Every matching task as it stands at `head`, then SYNCED; bounded batches."""
@@ -262,36 +317,6 @@ class ChangeFeed:
                 if self._request.end_at_rest and record.at_rest and not record.is_log:
                     return selected, True
         return selected, False
-
-    async def _next_live(self) -> list[Emitted] | None:
-        """The next live batch: everything queued when the tick woke this feed, or a heartbeat.
-
-        Waits for a wake even when changes are already queued: the tick decides
-        when a subscriber writes, so that a busy loop makes fuller writes
-        rather than more of them. None once a watched task came to rest.
-        """
-        subscriber = self.subscriber
-        if subscriber.rest_reached and self._rest_sent:
-            return None
-        while True:
-            self._raise_if_ended()
-            # Whatever this feed was woken for is written: the tick's round may end.
-            self._hub.tick.returned(subscriber)
-            await subscriber.wakeup.wait()
-            subscriber.wakeup.clear()
-            self._raise_if_ended()
-            batch: list[Emitted] = list(subscriber.take())
-            if not batch:
-                if not subscriber.heartbeat_due:
-                    continue
-                # The tenant's own revision: a heartbeat says nothing of other tenants.
-                head = self._hub.head(self._tenant)
-                beat = event_pb2.Event(revision=head, heartbeat=event_pb2.Heartbeat())
-                batch = [Notice(head, beat.SerializeToString())]
-            subscriber.heartbeat_due = False
-            self._hub.observer.live_batch(batch)  # delivery lag, for the metrics
-            self._rest_sent = subscriber.rest_reached
-            return batch
 
     def _raise_if_ended(self) -> None:
         ended = self.subscriber.ended

@@ -266,7 +266,7 @@ class Metrics(CommitObserver, FanoutObserver, Collector):
         deepest = 0
         for subscriber in self._hub.subscribers():
             by_transport[subscriber.transport] = by_transport.get(subscriber.transport, 0) + 1
-            deepest = max(deepest, len(subscriber.events))
+            deepest = max(deepest, subscriber.backlog)
         subscribers = GaugeMetricFamily(
             "headway_subscribers", "Live subscriptions now, by transport.", labels=["transport"]
         )

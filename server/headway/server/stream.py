@@ -9,6 +9,7 @@ with the HTTP event stream (headway.server.http.events).
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -20,7 +21,7 @@ from headway.server.durations import clamp_duration
 from headway.server.engine import Engine
 from headway.server.errors import HeadwayError, Kind
 from headway.server.feed import ChangeFeed, Emitted, FeedRequest
-from headway.server.hub import Hub
+from headway.server.hub import Hub, SharedBatch
 from headway.server.quotas import StreamQuota
 from headway.server.records import frame_prefix
 from headway.server.validation import Violations, check_filter
@@ -31,25 +32,53 @@ from headway.v1 import task_service_pb2
 CREDENTIAL_CHECK_SECONDS = 5.0
 
 
+def _spread(interval: float) -> float:
+    """A first delay within (interval / 2, interval].
+
+    Streams open in bursts (every subscriber reconnecting after a restart):
+    timers armed with the same delay would keep firing together, hundreds in
+    one turn of the loop that the writers' calls wait behind; a random phase
+    spreads them over the interval for good.
+    """
+    return interval * (1.0 - random.random() / 2)
+
+
 class _Writer:
-    """Joins events into SubscribeResponse messages of bounded size and writes them."""
+    """Joins events into SubscribeResponse messages of bounded size and writes them.
+
+    A batch taken from a shared log is joined once for every stream that
+    writes it (its `memo`): the subscribers of a round mostly take the same range.
+    """
 
     def __init__(self, context: grpc.aio.ServicerContext[object, bytes], max_bytes: int) -> None:
         self._context = context
         self._max_bytes = max_bytes
+        self._key = ("grpc", max_bytes)
 
     async def write(self, events: Sequence[Emitted]) -> None:
+        if isinstance(events, SharedBatch):
+            messages = events.memo.get(self._key)
+            if not isinstance(messages, list):
+                messages = events.memo[self._key] = self._messages(events)
+        else:
+            messages = self._messages(events)
+        for message in messages:
+            await self._context.write(message)
+
+    def _messages(self, events: Sequence[Emitted]) -> list[bytes]:
+        messages: list[bytes] = []
         parts: list[bytes] = []
         size = 0
         for event in events:
             if parts and size + len(event.data) > self._max_bytes:
-                await self._context.write(b"".join(parts))
+                messages.append(b"".join(parts))
                 parts, size = [], 0
             parts.append(frame_prefix(len(event.data)))
             parts.append(event.data)
             size += len(event.data)
         if parts:
-            await self._context.write(b"".join(parts))
+            messages.append(b"".join(parts))
+        return messages
 
 
 def check_subscribe(
@@ -105,7 +134,8 @@ class Heartbeats:
         self._interval = interval
         self._loop = asyncio.get_running_loop()
         self._last_write = self._loop.time()
-        self._timer = self._loop.call_later(interval, self._beat)
+        # Early is harmless: a beat that finds a recent write re-arms for the rest.
+        self._timer = self._loop.call_later(_spread(interval), self._beat)
 
     def _beat(self) -> None:
         idle = self._loop.time() - self._last_write
@@ -139,7 +169,7 @@ class CredentialWatch:
         self._recheck = recheck
         self._principal = principal
         self._loop = asyncio.get_running_loop()
-        self._timer = self._loop.call_later(CREDENTIAL_CHECK_SECONDS, self._check)
+        self._timer = self._loop.call_later(_spread(CREDENTIAL_CHECK_SECONDS), self._check)
 
     def _check(self) -> None:
         try:
@@ -205,8 +235,16 @@ class Subscription:
             heartbeats = Heartbeats(feed, self._heartbeat)
             watch = CredentialWatch(feed, current_recheck(), current_principal())
             try:
-                async for batch in feed.batches():
+                async for batch in feed.catch_up():
                     await writer.write(batch)
+                    heartbeats.wrote()
+                # Live: the feed's own loop, awaited here directly (see ChangeFeed.poll).
+                while not feed.done:
+                    live = feed.poll()
+                    if live is None:
+                        await feed.wait()
+                        continue
+                    await writer.write(live)
                     heartbeats.wrote()
             finally:
                 heartbeats.cancel()

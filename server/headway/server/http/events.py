@@ -38,6 +38,7 @@ from headway.server.feed import ChangeFeed, Emitted
 from headway.server.http.codec import FILTER_PARAMS, Param
 from headway.server.http.errors import dumps, status_json
 from headway.server.http.gateway import Gateway
+from headway.server.hub import SharedBatch
 from headway.server.stream import CredentialWatch, Heartbeats
 from headway.v1 import event_pb2
 
@@ -78,7 +79,16 @@ NO_ID = frozenset({"snapshot", "resync"})
 
 
 def encode(items: Sequence[Emitted]) -> bytes:
-    """A batch as Server-Sent Events, written at once."""
+    """A batch as Server-Sent Events, written at once; once per shared batch (see hub)."""
+    if isinstance(items, SharedBatch):
+        encoded = items.memo.get("sse")
+        if not isinstance(encoded, bytes):
+            encoded = items.memo["sse"] = _encode(items)
+        return encoded
+    return _encode(items)
+
+
+def _encode(items: Sequence[Emitted]) -> bytes:
     return b"".join(_event_block(item.revision, item.data) for item in items) + b"\n"
 
 
