@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from headway.server.app import create_server
 from headway.server.auth.factory import AuthenticationSetupError
 from headway.server.config import Settings
+from headway.server.memory import freeze_start_up_objects
 from headway.server.observe import configure_logging
 from headway.server.protected import ExposureError
 from headway.server.store.lock import DatabaseInUseError
@@ -29,13 +30,16 @@ GIL_SWITCH_SECONDS = 0.0005
 
 
 async def serve(settings: Settings) -> None:
-    running = await create_server(settings)
+    # The handlers come first: a signal that arrives once the server answers
+    # (as soon as create_server has returned) must stop it cleanly, not kill it.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    running = await create_server(settings)
     # SIGHUP: read the token file now, so a revoked token stops working at once.
     loop.add_signal_handler(signal.SIGHUP, running.reload_credentials)
+    freeze_start_up_objects()
     await stop.wait()
     logging.getLogger("headway").info("shutting down")
     await running.stop()
