@@ -51,17 +51,29 @@ class WriterThread:
             self._thread.join()
 
     def _serve(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            loop, future, work = item
-            try:
-                result = work()
-            except BaseException as error:  # handed to the caller, whatever it is
-                _answer(loop, _fail, future, error)
-            else:
-                _answer(loop, _succeed, future, result)
+        while self._serve_one():
+            pass
+
+    def _serve_one(self) -> bool:
+        """Run the next piece of work; False once told to stop.
+
+        One call per piece, so that nothing of it (the work, its future, its
+        result) stays referenced from this thread's frame while the thread
+        waits for the next: the store's load at start-up answers with every
+        task's encoding, which would otherwise stay resident until the first
+        commit.
+        """
+        item = self._queue.get()
+        if item is None:
+            return False
+        loop, future, work = item
+        try:
+            result = work()
+        except BaseException as error:  # handed to the caller, whatever it is
+            _answer(loop, _fail, future, error)
+        else:
+            _answer(loop, _succeed, future, result)
+        return True
 
 
 def _answer(
