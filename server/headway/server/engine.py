@@ -175,41 +175,28 @@ class _Staged:
     journal_end: int = 0  # the estimator's journal length once the group was sealed
     seconds: float = 0.0  # how long the store took to commit it
 
-    def task(self, key: TaskKey) -> tuple[bool, task_pb2.Task | None]:
-        """Whether this group (or the one below it) changed the task, and how it left it."""
+    def layers(self) -> Iterator[_Staged]:
+        """This group, then the group below it (still being committed), if any."""
         staged: _Staged | None = self
         while staged is not None:
+            yield staged
+            staged = staged.base
+
+    def task(self, key: TaskKey) -> tuple[bool, task_pb2.Task | None]:
+        """Whether this group (or the one below it) changed the task, and how it left it."""
+        for staged in self.layers():
             if key in staged.overlay:
                 return True, staged.overlay[key]
-            staged = staged.base
         return False, None
 
     def head(self, tenant: str, committed: int) -> int:
-        staged: _Staged | None = self
-        while staged is not None:
-            head = staged.heads.get(tenant)
-            if head is not None:
-                return head
-            staged = staged.base
-        return committed
+        return next((s.heads[tenant] for s in self.layers() if tenant in s.heads), committed)
 
     def lease(self, key: TaskKey, committed: int) -> int:
-        staged: _Staged | None = self
-        while staged is not None:
-            lease = staged.leases.get(key)
-            if lease is not None:
-                return lease
-            staged = staged.base
-        return committed
+        return next((s.leases[key] for s in self.layers() if key in s.leases), committed)
 
     def count(self, tenant: str) -> tuple[int, int] | None:
-        staged: _Staged | None = self
-        while staged is not None:
-            counts = staged.counts.get(tenant)
-            if counts is not None:
-                return counts
-            staged = staged.base
-        return None
+        return next((s.counts[tenant] for s in self.layers() if tenant in s.counts), None)
 
     def born_to(self, key: TaskKey) -> set[str]:
         born = self.born.get(key, set())
